@@ -1,0 +1,534 @@
+"""The public entry points: ``optimize``, ``execute``, ``run`` and ``imap``.
+
+They wire the rooms together: the worker's limits, the dry run (or a previous run's evidence),
+the model, the runner, and the record of what the run really cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import pickle
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .calibrate import get_calibration
+from .errors import MapCancelledError
+from .limits import WorkerLimits, detect
+from .model import Constraints, Situation, choose
+from .plan import BACKENDS, Plan, RunRecord
+from .profile import Profile, function_identity, sample
+from .runner import RunStats, fork_is_safe, run_plan
+
+__all__ = ["MapIterator", "MapRun", "execute", "imap", "optimize", "run"]
+
+log = logging.getLogger(__name__)
+
+Progress = bool | Callable[[int, "int | None"], None]
+
+# A previous run's costs are trusted for items whose pickled size is within this factor of the
+# items it measured; beyond it, per-item costs have likely changed too, so the dry run runs again.
+HISTORY_SIZE_TOLERANCE = 4.0
+
+
+@dataclass(frozen=True)
+class MapRun:
+    """The outcome of :func:`run`: the results in input order, the plan, and what it cost."""
+
+    results: list[Any]
+    plan: Plan
+    record: RunRecord
+
+
+def optimize(
+    func: Callable[[Any], Any],
+    items: Iterable[Any],
+    *,
+    max_workers: int | None = None,
+    memory_limit: int | str | None = None,
+    sample_size: int | None = None,
+    backend: str | None = None,
+    n_jobs: int | None = None,
+    chunksize: int | None = None,
+    history: RunRecord | Mapping[str, Any] | None = None,
+) -> Plan:
+    """Measure ``func`` on a few items and return the plan for mapping it over ``items``.
+
+    The dry run calls ``func`` on the first items; their results are discarded here (use
+    :func:`execute` or :func:`run` to keep them). An iterator loses the items the dry run read:
+    pass a sequence.
+
+    Args:
+        func: a function of one item.
+        items: the items the map will run over.
+        max_workers: at most this many workers, whatever the CPUs.
+        memory_limit: plan within this many bytes (an int, or a string like ``"4G"``).
+        sample_size: steady-state calls in the dry run; adaptive when None.
+        backend: ``"serial"``, ``"threads"`` or ``"processes"`` to fix the backend.
+        n_jobs, chunksize: fix the workers or the chunk size; the model chooses the rest.
+        history: a previous run's :class:`RunRecord` (or its dict): when it is of the same
+            function, the dry run is skipped and the plan starts from its measured costs.
+    """
+    _check_callable(func)
+    prepared = _prepare(func, _check_items(items), _Options.build(locals()))
+    return prepared.plan
+
+
+def execute(
+    func: Callable[[Any], Any],
+    items: Iterable[Any],
+    *,
+    plan: Plan | None = None,
+    n_jobs: int | None = None,
+    chunksize: int | None = None,
+    backend: str | None = None,
+    progress: Progress = False,
+    **optimize_options: Any,
+) -> list[Any]:
+    """Map ``func`` over ``items`` with the best plan, and return the results in input order.
+
+    Without ``plan``, a short dry run measures ``func`` first; its results are kept, never
+    computed twice. With ``plan`` (a stored one), nothing is measured.
+
+    Args:
+        func: a function of one item.
+        items: a sequence or any iterable (a generator is read lazily).
+        plan: a plan to follow instead of measuring.
+        n_jobs, chunksize, backend: fix these settings; the model chooses the rest.
+        progress: True for a progress bar, or a callable ``(done, total)``.
+        **optimize_options: ``max_workers``, ``memory_limit``, ``sample_size``, ``history``.
+
+    Raises:
+        WorkerDiedError: a worker process died (segfault, OOM kill).
+        MapCancelledError: the map was cancelled (SIGTERM).
+        Exception: whatever ``func`` raised for an item, with a note naming the item.
+    """
+    return run(
+        func,
+        items,
+        plan=plan,
+        n_jobs=n_jobs,
+        chunksize=chunksize,
+        backend=backend,
+        progress=progress,
+        **optimize_options,
+    ).results
+
+
+def run(
+    func: Callable[[Any], Any],
+    items: Iterable[Any],
+    *,
+    plan: Plan | None = None,
+    progress: Progress = False,
+    cancel: threading.Event | None = None,
+    **options: Any,
+) -> MapRun:
+    """Like :func:`execute`, and also return the plan and the :class:`RunRecord` of the run.
+
+    This is what the Airflow and Prefect integrations call: the record is the evidence the next
+    scheduled run starts from. ``cancel``, when set from another thread or a signal handler,
+    stops the map and kills its workers.
+    """
+    iterator = imap(func, items, plan=plan, progress=progress, cancel=cancel, **options)
+    results: list[Any] = []
+    for chunk in iterator.chunks():
+        results.extend(chunk)
+    assert iterator.record is not None
+    return MapRun(results, iterator.plan, iterator.record)
+
+
+def imap(
+    func: Callable[[Any], Any],
+    items: Iterable[Any],
+    *,
+    plan: Plan | None = None,
+    progress: Progress = False,
+    cancel: threading.Event | None = None,
+    **options: Any,
+) -> MapIterator:
+    """A lazy iterator of ``func(item)`` in input order, with bounded memory.
+
+    The dry run happens now, so ``.plan`` is known at once; ``.record`` is set when the iterator
+    is exhausted. Closing it early (or leaving a ``for`` loop) stops the workers.
+    """
+    _check_callable(func)
+    checked = _Options.build(options)
+    if plan is not None and not isinstance(plan, Plan):
+        raise TypeError(f"`plan` must be an amorsize_flows.Plan or None, got {type(plan).__name__}")
+    if not (isinstance(progress, bool) or callable(progress)):
+        raise TypeError(f"`progress` must be a bool or a callable (done, total), got {progress!r}")
+    if cancel is not None and not isinstance(cancel, threading.Event):
+        raise TypeError(f"`cancel` must be a threading.Event or None, got {type(cancel).__name__}")
+    started = time.perf_counter()
+    prepared = _prepare(func, _check_items(items), checked, plan)
+    return MapIterator(func, prepared, started, progress, cancel)
+
+
+# --- options -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Options:
+    max_workers: int | None = None
+    memory_limit: int | str | None = None
+    sample_size: int | None = None
+    backend: str | None = None
+    n_jobs: int | None = None
+    chunksize: int | None = None
+    history: RunRecord | None = None
+
+    @classmethod
+    def build(cls, given: Mapping[str, Any]) -> _Options:
+        names = set(cls.__dataclass_fields__)
+        values = {key: value for key, value in given.items() if key in names}
+        unknown = set(given) - names - {"func", "items"}
+        if unknown:
+            raise TypeError(
+                f"unexpected option(s) {', '.join(sorted(unknown))}; expected any of "
+                f"{', '.join(sorted(names))}"
+            )
+        for name in ("max_workers", "sample_size", "n_jobs", "chunksize"):
+            value = values.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"`{name}` must be an int >= 1 or None, got {value!r}")
+        if values.get("backend") is not None and values["backend"] not in BACKENDS:
+            raise ValueError(
+                f"`backend` must be one of {', '.join(BACKENDS)} or None, got {values['backend']!r}"
+            )
+        history = values.get("history")
+        if isinstance(history, Mapping):
+            values["history"] = RunRecord.from_dict(history)
+        elif history is not None and not isinstance(history, RunRecord):
+            raise TypeError(
+                f"`history` must be a RunRecord, its dict, or None, got {type(history).__name__}"
+            )
+        return cls(**values)
+
+
+def _check_callable(func: object) -> None:
+    if not callable(func):
+        raise TypeError(f"`func` must be callable (a function of one item), got {func!r}")
+
+
+def _check_items(items: object) -> Iterable[Any]:
+    if isinstance(items, (str, bytes)):
+        raise TypeError(
+            f"`items` must be an iterable of items, got a {type(items).__name__}; wrap a single "
+            f"item in a list"
+        )
+    if not isinstance(items, Iterable):
+        raise TypeError(f"`items` must be an iterable (a list, a generator, ...), got {items!r}")
+    return items
+
+
+# --- preparing: limits, evidence, dry run, model ------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    plan: Plan
+    limits: WorkerLimits
+    results: list[Any]
+    rest: Iterator[Any]
+    n_items: int | None
+    profile: Profile | None
+    sample_seconds: float
+
+
+def _prepare(
+    func: Callable[[Any], Any], items: Iterable[Any], options: _Options, plan: Plan | None = None
+) -> _Prepared:
+    limits = detect(max_workers=options.max_workers, memory_limit=options.memory_limit)
+    identity = function_identity(func)
+    if plan is not None:
+        n_items = len(items) if hasattr(items, "__len__") else None
+        plan = _fit_to_limits(plan, limits)
+        if not plan.function:
+            plan = plan.with_changes(function=identity[0], function_digest=identity[1])
+        return _Prepared(plan, limits, [], iter(items), n_items, None, 0.0)
+    constraints = Constraints(options.backend, options.n_jobs, options.chunksize)
+    fork_safe = fork_is_safe()
+    iterator: Iterable[Any] = items
+    if options.history is not None:
+        usable, why, iterator = _usable_history(options.history, identity, items)
+        if usable:
+            profile = Profile.from_dict(options.history.profile)
+            n_items = len(items) if hasattr(items, "__len__") else None
+            situation = Situation(
+                profile,
+                limits,
+                get_calibration(),
+                n_remaining=n_items if n_items is not None else options.history.n_items,
+                n_items=n_items,
+                parent_warm=False,
+                fork_safe=fork_safe,
+                observed_startup=_observed_startup(options.history),
+            )
+            made = choose(situation, constraints, function=identity, source="history")
+            log.info("amorsize: %s: dry run skipped, %s; %s", identity[0], why, made.summary())
+            return _Prepared(made, limits, [], iter(iterator), n_items, profile, 0.0)
+        log.info(
+            "amorsize: %s: the previous run's record does not fit (%s); sampling", identity[0], why
+        )
+
+    max_parallelism = max(limits.cpus, 32 * limits.cpus)
+    dry = sample(func, iterator, sample_size=options.sample_size, max_parallelism=max_parallelism)
+    done = len(dry.results)
+    n_remaining = (dry.n_items if dry.n_items is not None else dry.n_items_lower_bound) - done
+    situation = Situation(
+        dry.profile,
+        limits,
+        get_calibration() if n_remaining > 1 else _no_calibration(),
+        n_remaining=n_remaining,
+        n_items=dry.n_items,
+        spent_seconds=dry.profile.sample_seconds,
+        fork_safe=fork_safe,
+    )
+    made = choose(situation, constraints, function=identity, source="sampled")
+    if n_remaining == 0:
+        made = made.with_changes(reason=f"Serial: all {done} items ran in the dry run.")
+    log.info(
+        "amorsize: %s: dry run of %d items in %.3fs; %s",
+        identity[0],
+        done,
+        dry.profile.sample_seconds,
+        made.summary(),
+    )
+    return _Prepared(
+        made, limits, dry.results, dry.rest, dry.n_items, dry.profile, dry.profile.sample_seconds
+    )
+
+
+def _no_calibration() -> Any:
+    """A map with at most one item left never needs the machine's costs measured."""
+    from .calibrate import Calibration
+
+    return Calibration(None, (0.0, 0.0), 1.0, (0.0, 0.0), 1.0, 1.0, 0)
+
+
+def _fit_to_limits(plan: Plan, limits: WorkerLimits) -> Plan:
+    """A stored plan may come from a bigger node: never exceed this worker's limits."""
+    if plan.backend == "processes" and limits.daemonic:
+        log.warning(
+            "amorsize: processes cannot start in a daemonic process; running threads instead"
+        )
+        return plan.with_changes(
+            backend="threads", start_method=None, reason=plan.reason + " Threads: daemonic process."
+        )
+    if plan.backend == "processes" and plan.n_jobs > limits.cpus:
+        log.warning(
+            "amorsize: the plan asks for %d processes, but this worker may use %d CPUs (%s)",
+            plan.n_jobs,
+            limits.cpus,
+            limits.cpus_source,
+        )
+        return plan.with_changes(n_jobs=limits.cpus)
+    return plan
+
+
+def _usable_history(
+    record: RunRecord, identity: tuple[str, str], items: Iterable[Any]
+) -> tuple[bool, str, Iterable[Any]]:
+    """Whether a previous run's record still describes this map, why, and the items (re-chained)."""
+    if record.function_digest != identity[1] or not record.profile:
+        return False, f"it measured {record.function or 'another function'} or older code", items
+    iterator = iter(items)
+    try:
+        first = next(iterator)
+    except StopIteration:
+        return True, "no items", []
+    rechained: Iterable[Any] = items if hasattr(items, "__len__") else _prepend(first, iterator)
+    recorded = float(record.profile.get("bytes_in_per_item", 0.0))
+    try:
+        size = len(pickle.dumps(first, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        size = 0
+    if (
+        recorded > 0
+        and size > 0
+        and not (1 / HISTORY_SIZE_TOLERANCE <= size / recorded <= HISTORY_SIZE_TOLERANCE)
+    ):
+        return False, f"items are {size / recorded:.1f}x the size it measured", rechained
+    return (
+        True,
+        f"starting from the run of {record.finished_at} ({record.n_items} items)",
+        rechained,
+    )
+
+
+def _prepend(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+def _observed_startup(record: RunRecord) -> tuple[str, float] | None:
+    if record.backend == "processes" and record.start_method and record.startup_seconds > 0:
+        return record.start_method, record.startup_seconds
+    return None
+
+
+# --- running --------------------------------------------------------------------------------------
+
+
+class MapIterator(Iterator[Any]):
+    """Results in input order, computed lazily; ``plan`` now, ``record`` once exhausted."""
+
+    def __init__(
+        self,
+        func: Callable[[Any], Any],
+        prepared: _Prepared,
+        started: float,
+        progress: Progress,
+        cancel: threading.Event | None,
+    ) -> None:
+        self.plan = prepared.plan
+        self.record: RunRecord | None = None
+        self._func = func
+        self._prepared = prepared
+        self._started = started
+        self._stats = RunStats()
+        self._progress = progress
+        self._cancel = cancel
+        self._chunks = self._generate()
+        self._results = itertools.chain.from_iterable(self._chunks)
+
+    def __next__(self) -> Any:
+        return next(self._results)
+
+    def chunks(self) -> Iterator[list[Any]]:
+        """The results a chunk at a time (what :func:`run` extends its list with)."""
+        return self._chunks
+
+    def close(self) -> None:
+        """Stop the map now; workers are killed, pending items are dropped."""
+        self._chunks.close()
+
+    def _generate(self) -> Iterator[list[Any]]:
+        prepared = self._prepared
+        done = len(prepared.results)
+        with (
+            _progress_reporter(self._progress, prepared.n_items, done) as on_chunk,
+            _sigterm_cancels(),
+        ):
+            yield prepared.results
+            prepared.results = []  # the caller holds them now; keep memory bounded
+            yield from run_plan(
+                self.plan,
+                self._func,
+                prepared.rest,
+                start_index=done,
+                stats=self._stats,
+                cancel=self._cancel,
+                on_chunk=on_chunk,
+                cpus=prepared.limits.cpus,
+            )
+        self.record = _record(
+            self.plan, prepared, self._stats, time.perf_counter() - self._started, done
+        )
+        log.info(
+            "amorsize: %s: %d items in %.3fs, achieved speedup %.2fx (estimated %.2fx)",
+            self.plan.function,
+            self.record.n_items,
+            self.record.wall_seconds,
+            self.record.achieved_speedup,
+            self.plan.estimated_speedup,
+        )
+
+
+@contextlib.contextmanager
+def _progress_reporter(
+    progress: Progress, total: int | None, initial: int
+) -> Iterator[Callable[[int], None] | None]:
+    if progress is False:
+        yield None
+        return
+    if progress is True:
+        with tqdm(total=total, initial=initial, unit="item", desc="amorsize") as bar:
+            yield bar.update
+        return
+    done = initial
+
+    def report(n_items: int) -> None:
+        nonlocal done
+        done += n_items
+        progress(done, total)
+
+    yield report
+
+
+@contextlib.contextmanager
+def _sigterm_cancels() -> Iterator[None]:
+    """Make SIGTERM raise in the caller during the map, so that the workers are killed.
+
+    Python's default SIGTERM action ends the process at once, skipping every clean-up and leaving
+    process workers orphaned. Only the default is replaced: an orchestrator's own handler (Airflow,
+    Prefect) stays in charge, and cancels the map through ``cancel`` or its own exception.
+    """
+    in_main = threading.current_thread() is threading.main_thread()
+    if not in_main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def raise_cancelled(signum: int, frame: object) -> None:
+        raise MapCancelledError("SIGTERM received: the map was stopped and its workers killed")
+
+    signal.signal(signal.SIGTERM, raise_cancelled)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _record(
+    plan: Plan, prepared: _Prepared, stats: RunStats, wall: float, sampled: int
+) -> RunRecord:
+    profile = prepared.profile or (Profile.from_dict(plan.profile) if plan.profile else None)
+    n_items = sampled + stats.items
+    if stats.items:
+        per_item = stats.compute_seconds / stats.items
+        cpu_per_item = stats.cpu_seconds / stats.items
+    elif profile is not None:
+        per_item, cpu_per_item = profile.seconds_per_item, profile.cpu_seconds_per_item
+    else:
+        per_item = cpu_per_item = 0.0
+    if profile is not None and prepared.sample_seconds > 0:
+        serial = profile.first_call_seconds + max(0, n_items - 1) * per_item
+    else:
+        serial = (profile.warmup_seconds if profile else 0.0) + n_items * per_item
+    corrected = (
+        replace(profile, seconds_per_item=per_item, cpu_seconds_per_item=cpu_per_item).to_dict()
+        if profile is not None
+        else {}
+    )
+    return RunRecord(
+        function=plan.function,
+        function_digest=plan.function_digest,
+        n_items=n_items,
+        backend=plan.backend,
+        n_jobs=plan.n_jobs,
+        chunksize=plan.chunksize,
+        start_method=plan.start_method,
+        source=plan.source,
+        wall_seconds=wall,
+        sample_seconds=prepared.sample_seconds,
+        map_seconds=max(0.0, stats.finished_at - stats.started_at),
+        startup_seconds=stats.startup_seconds,
+        sampled_items=sampled,
+        seconds_per_item=per_item,
+        cpu_seconds_per_item=cpu_per_item,
+        serial_seconds_estimate=serial,
+        achieved_speedup=serial / wall if wall > 0 else 0.0,
+        estimated_speedup=plan.estimated_speedup,
+        limits=prepared.limits.to_dict(),
+        profile=corrected,
+    )

@@ -1,0 +1,279 @@
+"""What this worker may really use: CPUs and memory, container quotas included.
+
+``os.cpu_count()`` reports the host's cores, not the container's quota: a 2-CPU pod on an 80-core
+node that trusts it starts 80 workers and is throttled or OOM-killed. Each limit here is the
+smallest of every source that applies, and remembers which source that was, so that a plan can say
+why it stopped at the number it chose.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+__all__ = ["WorkerLimits", "detect", "parse_memory", "worker_limits"]
+
+MAX_WORKERS_ENV = "AMORSIZE_MAX_WORKERS"
+MEMORY_LIMIT_ENV = "AMORSIZE_MEMORY_LIMIT"
+
+# cgroup v1 writes this (PAGE_COUNTER_MAX rounded to pages) when no memory limit is set.
+_CGROUP_V1_UNLIMITED = 1 << 62
+
+_MEMORY_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_MEMORY_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """The CPUs and bytes this process may use, and where each number came from.
+
+    Attributes:
+        cpus: whole CPUs available to workers, at least 1.
+        cpus_source: the source that set ``cpus`` (for example ``"cgroup v2 cpu.max"``).
+        cpu_quota: the CPU quota in CPUs when a cgroup sets one (may be fractional), else None.
+        memory_bytes: bytes that may still be allocated before a limit is hit.
+        memory_source: the source that set ``memory_bytes``.
+        daemonic: True inside a daemonic process (Celery workers), where no child process may start.
+    """
+
+    cpus: int
+    cpus_source: str
+    memory_bytes: int
+    memory_source: str
+    cpu_quota: float | None = None
+    daemonic: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON types, for plans, logs and the CLI."""
+        return asdict(self)
+
+
+def parse_memory(value: str | int) -> int:
+    """Parse a byte count such as ``1073741824``, ``"512M"``, ``"4G"`` or ``"1.5GiB"``.
+
+    Raises:
+        ValueError: when the value is not a positive size.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"a memory size must be an int or a string like '4G', got {value!r}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _MEMORY_PATTERN.match(value)
+        if match is None:
+            raise ValueError(
+                f"a memory size must be bytes or a number with K, M, G or T (like '512M'), "
+                f"got {value!r}"
+            )
+        size = int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).upper()])
+    if size <= 0:
+        raise ValueError(f"a memory size must be positive, got {value!r}")
+    return size
+
+
+def worker_limits() -> WorkerLimits:
+    """The limits of this process, from the real system files and the environment."""
+    return detect()
+
+
+def detect(
+    *,
+    max_workers: int | None = None,
+    memory_limit: int | str | None = None,
+    proc_root: str | os.PathLike[str] = "/proc",
+    cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
+    environ: Mapping[str, str] | None = None,
+) -> WorkerLimits:
+    """Detect the CPUs and memory this process may use.
+
+    CPUs are the smallest of:
+
+    - ``os.cpu_count()``, the host's logical CPUs;
+    - the CPU affinity mask (``taskset``, Kubernetes static CPU manager);
+    - the cgroup v2 ``cpu.max`` quota, or the cgroup v1 CFS quota, of this process's cgroup (found
+      through ``/proc/self/cgroup``) and of every parent cgroup, rounded up;
+    - the ``AMORSIZE_MAX_WORKERS`` environment variable;
+    - the ``max_workers`` argument.
+
+    Memory is the smallest of the cgroup limit minus its current usage (v2 ``memory.max`` or v1
+    ``memory.limit_in_bytes``), psutil's available memory, ``AMORSIZE_MEMORY_LIMIT`` and the
+    ``memory_limit`` argument.
+
+    Args:
+        max_workers: a cap on CPUs set by the caller.
+        memory_limit: a cap on memory set by the caller, bytes or a string like ``"4G"``.
+        proc_root: where ``/proc`` is; tests point it at a fake tree.
+        cgroup_root: where the cgroup file system is mounted; tests point it at a fake tree.
+        environ: the environment to read; defaults to ``os.environ``.
+    """
+    env = os.environ if environ is None else environ
+    if max_workers is not None:
+        _check_positive_int("max_workers", max_workers)
+    cgroups = _read_proc_cgroup(Path(proc_root))
+    cgroup_root = Path(cgroup_root)
+
+    cpu_candidates: list[tuple[float, str]] = [(os.cpu_count() or 1, "os.cpu_count")]
+    if hasattr(os, "sched_getaffinity"):
+        cpu_candidates.append((len(os.sched_getaffinity(0)), "CPU affinity"))
+    quota = _cpu_quota(cgroups, cgroup_root)
+    if quota is not None:
+        cpu_candidates.append(quota)
+    if env.get(MAX_WORKERS_ENV):
+        cpu_candidates.append((_env_positive_int(env, MAX_WORKERS_ENV), MAX_WORKERS_ENV))
+    if max_workers is not None:
+        cpu_candidates.append((max_workers, "max_workers argument"))
+    cpu_limit, cpus_source = min(cpu_candidates, key=lambda candidate: candidate[0])
+
+    memory_candidates: list[tuple[int, str]] = [
+        (psutil.virtual_memory().available, "available memory (psutil)")
+    ]
+    cgroup_memory = _cgroup_memory(cgroups, cgroup_root)
+    if cgroup_memory is not None:
+        memory_candidates.append(cgroup_memory)
+    if env.get(MEMORY_LIMIT_ENV):
+        memory_candidates.append((_env_memory(env, MEMORY_LIMIT_ENV), MEMORY_LIMIT_ENV))
+    if memory_limit is not None:
+        memory_candidates.append((parse_memory(memory_limit), "memory_limit argument"))
+    memory_bytes, memory_source = min(memory_candidates, key=lambda candidate: candidate[0])
+
+    return WorkerLimits(
+        cpus=max(1, math.ceil(cpu_limit)),
+        cpus_source=cpus_source,
+        memory_bytes=max(0, int(memory_bytes)),
+        memory_source=memory_source,
+        cpu_quota=None if quota is None else quota[0],
+        daemonic=bool(multiprocessing.current_process().daemon),
+    )
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
+
+
+def _env_positive_int(env: Mapping[str, str], name: str) -> int:
+    raw = env[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {raw!r}; unset it or fix it")
+    return value
+
+
+def _env_memory(env: Mapping[str, str], name: str) -> int:
+    try:
+        return parse_memory(env[name])
+    except ValueError as error:
+        raise ValueError(f"{name} is not a memory size: {error}; unset it or fix it") from None
+
+
+# --- cgroups ---------------------------------------------------------------------------------
+
+
+def _read_proc_cgroup(proc_root: Path) -> dict[str, str]:
+    """Map each cgroup controller (``""`` for the v2 unified hierarchy) to this process's path."""
+    try:
+        text = (proc_root / "self" / "cgroup").read_text()
+    except OSError:
+        return {}
+    paths: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            paths[""] = path
+        for controller in controllers.split(","):
+            if controller:
+                paths[controller] = path
+    return paths
+
+
+def _cgroup_dirs(mount: Path, path: str) -> list[Path]:
+    """This process's cgroup directory under ``mount`` and each parent up to the mount.
+
+    Inside a cgroup namespace the path in /proc/self/cgroup may not exist under the mount (the
+    mount already is the container's cgroup); the mount itself is then the only directory.
+    """
+    leaf = mount / path.lstrip("/")
+    if not leaf.is_dir():
+        return [mount] if mount.is_dir() else []
+    dirs = [leaf]
+    while dirs[-1] != mount and mount in dirs[-1].parents:
+        dirs.append(dirs[-1].parent)
+    return dirs
+
+
+def _v1_mount(cgroup_root: Path, controller: str) -> Path | None:
+    """Where a v1 controller is mounted; cpu is usually co-mounted with cpuacct."""
+    names = ("cpu,cpuacct", "cpuacct,cpu", "cpu") if controller == "cpu" else (controller,)
+    for name in names:
+        if (cgroup_root / name).is_dir():
+            return cgroup_root / name
+    return None
+
+
+def _v2_mount(cgroup_root: Path) -> Path:
+    """The unified hierarchy: the root on v2-only hosts, ``unified/`` on hybrid v1/v2 hosts."""
+    hybrid = cgroup_root / "unified"
+    if not (cgroup_root / "cgroup.controllers").exists() and hybrid.is_dir():
+        return hybrid
+    return cgroup_root
+
+
+def _read_fields(path: Path) -> list[str] | None:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return None
+
+
+def _cpu_quota(cgroups: Mapping[str, str], cgroup_root: Path) -> tuple[float, str] | None:
+    """The tightest CPU quota along this process's cgroup path, in CPUs, with its source."""
+    quotas: list[tuple[float, str]] = []
+    if "" in cgroups:
+        for directory in _cgroup_dirs(_v2_mount(cgroup_root), cgroups[""]):
+            fields = _read_fields(directory / "cpu.max")
+            if fields and len(fields) == 2 and fields[0] != "max" and int(fields[1]) > 0:
+                quotas.append((int(fields[0]) / int(fields[1]), "cgroup v2 cpu.max"))
+    if "cpu" in cgroups:
+        mount = _v1_mount(cgroup_root, "cpu")
+        for directory in _cgroup_dirs(mount, cgroups["cpu"]) if mount else []:
+            quota = _read_fields(directory / "cpu.cfs_quota_us")
+            period = _read_fields(directory / "cpu.cfs_period_us")
+            if quota and period and int(quota[0]) > 0 and int(period[0]) > 0:
+                quotas.append((int(quota[0]) / int(period[0]), "cgroup v1 cpu.cfs_quota_us"))
+    return min(quotas, key=lambda quota: quota[0]) if quotas else None
+
+
+def _cgroup_memory(cgroups: Mapping[str, str], cgroup_root: Path) -> tuple[int, str] | None:
+    """The least memory left under any limit along this process's cgroup path."""
+    room: list[tuple[int, str]] = []
+    if "" in cgroups:
+        for directory in _cgroup_dirs(_v2_mount(cgroup_root), cgroups[""]):
+            limit = _read_fields(directory / "memory.max")
+            usage = _read_fields(directory / "memory.current")
+            if limit and limit[0] != "max":
+                used = int(usage[0]) if usage else 0
+                room.append((int(limit[0]) - used, "cgroup v2 memory.max - memory.current"))
+    if "memory" in cgroups:
+        mount = _v1_mount(cgroup_root, "memory")
+        for directory in _cgroup_dirs(mount, cgroups["memory"]) if mount else []:
+            limit = _read_fields(directory / "memory.limit_in_bytes")
+            usage = _read_fields(directory / "memory.usage_in_bytes")
+            if limit and int(limit[0]) < _CGROUP_V1_UNLIMITED:
+                used = int(usage[0]) if usage else 0
+                room.append(
+                    (int(limit[0]) - used, "cgroup v1 memory.limit_in_bytes - usage_in_bytes")
+                )
+    return min(room, key=lambda entry: entry[0]) if room else None

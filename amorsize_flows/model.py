@@ -1,0 +1,357 @@
+"""The cost model: from what a call costs and what the worker may use, to the cheapest plan.
+
+Pure: no clocks, no processes, no files. Every candidate (serial; threads and processes at every
+sensible worker count and chunk size) gets a predicted wall time that counts starting the workers,
+dispatching each chunk, the caller pickling inputs and unpickling results (a serial bottleneck),
+moving bytes through the pipe, the CPUs available, memory per worker, and the slow tail that skewed
+durations leave at the end. The cheapest wins, unless it beats a plain loop by too little to be
+worth the risk.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .calibrate import Calibration
+from .limits import MAX_WORKERS_ENV, WorkerLimits
+from .plan import Candidate, Plan
+from .profile import Profile
+
+__all__ = ["Constraints", "Situation", "choose"]
+
+# A parallel plan must be predicted at least 10% faster than a plain loop: the model's errors on
+# short maps are of that order, and a loop never deadlocks, never pickles and never OOMs.
+MIN_GAIN = 0.10
+# Plan at most 80% of the memory that is left: the caller, the allocator's slack and the page
+# cache need the rest, and an OOM kill costs the whole stage.
+MEMORY_HEADROOM = 0.8
+# Threads per CPU at most, for work that mostly waits: past this, per-thread overhead and the
+# servers being waited on, not the CPUs, are the limit.
+THREADS_PER_CPU = 32
+# Above this CPU seconds per wall second, a call runs threads of its own (BLAS, OpenMP). One busy
+# thread measures 1.0 give or take 0.2 on millisecond-long dry runs (clock granularity).
+INTERNAL_THREADS_RATIO = 1.5
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Settings the caller fixed; the model searches only what is left open."""
+
+    backend: str | None = None
+    n_jobs: int | None = None
+    chunksize: int | None = None
+
+
+@dataclass(frozen=True)
+class Situation:
+    """Everything the model decides from.
+
+    Attributes:
+        n_remaining: items still to map (the dry run's are done).
+        n_items: all items of the map, or None for an iterator of unknown length.
+        spent_seconds: seconds already spent on this call (the dry run).
+        parent_warm: whether the caller has run the function already (its warm state is then
+            inherited by forked workers).
+        fork_safe: whether forking is safe now (a single-threaded caller on a POSIX system).
+        observed_startup: (start method, seconds) a previous run measured to start its workers,
+            which includes importing the function's module, unlike the calibration.
+    """
+
+    profile: Profile
+    limits: WorkerLimits
+    calibration: Calibration
+    n_remaining: int
+    n_items: int | None
+    spent_seconds: float = 0.0
+    parent_warm: bool = True
+    fork_safe: bool = True
+    observed_startup: tuple[str, float] | None = None
+
+
+def choose(
+    situation: Situation,
+    constraints: Constraints = Constraints(),
+    *,
+    function: tuple[str, str] = ("", ""),
+    source: str = "sampled",
+) -> Plan:
+    """The cheapest plan for ``situation`` within ``constraints``, with every candidate weighed."""
+    notes: list[str] = []
+    serial = Candidate("serial", 1, max(1, situation.n_remaining), _serial_seconds(situation))
+    candidates = [serial]
+    backends = _allowed_backends(situation, constraints, notes)
+    n_remaining = situation.n_remaining
+    if n_remaining > 1:
+        if "threads" in backends:
+            candidates += _best_per_worker_count(situation, constraints, "threads", notes)
+        if "processes" in backends:
+            candidates += _best_per_worker_count(situation, constraints, "processes", notes)
+    candidates.sort(key=lambda candidate: candidate.predicted_seconds)
+    if constraints.backend is not None:
+        forced = [c for c in candidates if c.backend == constraints.backend]
+        chosen = forced[0] if forced else serial
+        if not forced:
+            notes.append(f"{constraints.backend} is impossible here, so the map runs serially")
+    else:
+        chosen = candidates[0]
+        if (
+            chosen.backend != "serial"
+            and chosen.predicted_seconds > (1 - MIN_GAIN) * serial.predicted_seconds
+        ):
+            notes.append(
+                f"the best parallel plan ({_describe(chosen)}) would save under "
+                f"{MIN_GAIN:.0%}, not worth its risks"
+            )
+            chosen = serial
+
+    spent = situation.spent_seconds
+    serial_total = spent + serial.predicted_seconds
+    predicted_total = spent + chosen.predicted_seconds
+    speedup = serial_total / predicted_total if predicted_total > 0 else 1.0
+    chunksize = max(1, chosen.chunksize if chosen.backend != "serial" else 1)
+    return Plan(
+        backend=chosen.backend,
+        n_jobs=chosen.n_jobs,
+        chunksize=chunksize,
+        estimated_speedup=round(speedup, 3),
+        reason=_reason(situation, chosen, notes),
+        start_method=chosen.start_method,
+        predicted_seconds=predicted_total,
+        serial_seconds=serial_total,
+        n_items=situation.n_items,
+        function=function[0],
+        function_digest=function[1],
+        source=source,
+        limits=situation.limits.to_dict(),
+        profile=situation.profile.to_dict(),
+        candidates=tuple(candidates),
+    )
+
+
+# --- which backends, which sizes -------------------------------------------------------------
+
+
+def _allowed_backends(situation: Situation, constraints: Constraints, notes: list[str]) -> set[str]:
+    allowed = {"threads", "processes"}
+    if constraints.backend is not None:
+        allowed &= {constraints.backend}
+    if "processes" in allowed:
+        if situation.limits.daemonic:
+            allowed.discard("processes")
+            notes.append("processes cannot start inside a daemonic process (a Celery worker)")
+        elif not situation.profile.picklable:
+            allowed.discard("processes")
+            notes.append(f"processes are out: {situation.profile.not_picklable_reason}")
+        elif situation.limits.cpus < 2 and constraints.backend != "processes":
+            allowed.discard("processes")
+    return allowed
+
+
+def _max_threads(situation: Situation) -> int:
+    limits = situation.limits
+    if limits.cpus_source in (MAX_WORKERS_ENV, "max_workers argument"):
+        return limits.cpus  # the caller capped workers of every kind
+    return THREADS_PER_CPU * limits.cpus
+
+
+def _worker_counts(situation: Situation, constraints: Constraints, backend: str) -> list[int]:
+    if constraints.n_jobs is not None:
+        return [constraints.n_jobs]
+    cap = situation.limits.cpus if backend == "processes" else _max_threads(situation)
+    cap = min(cap, max(1, situation.n_remaining))
+    counts = set(range(2, min(cap, 8) + 1)) | set(_powers_of_two(2, cap)) | {cap}
+    return sorted(count for count in counts if count >= 2 or cap == 1)
+
+
+def _chunk_sizes(n_remaining: int, n_workers: int, constraints: Constraints) -> list[int]:
+    if constraints.chunksize is not None:
+        return [constraints.chunksize]
+    largest = max(1, math.ceil(n_remaining / n_workers))
+    return sorted(set(_powers_of_two(1, largest)) | {largest})
+
+
+def _powers_of_two(low: int, high: int) -> Iterator[int]:
+    value = low
+    while value <= high:
+        yield value
+        value *= 2
+
+
+def _best_per_worker_count(
+    situation: Situation, constraints: Constraints, backend: str, notes: list[str]
+) -> list[Candidate]:
+    """For each worker count that fits in memory, its cheapest chunk size."""
+    best: list[Candidate] = []
+    memory_capped = False
+    for n_workers in _worker_counts(situation, constraints, backend):
+        if constraints.n_jobs is not None and backend == "processes":
+            n_workers = min(n_workers, situation.limits.cpus)
+        options = []
+        for chunksize in _chunk_sizes(situation.n_remaining, n_workers, constraints):
+            if not _fits_in_memory(situation, backend, n_workers, chunksize):
+                memory_capped = True
+                continue
+            if backend == "threads":
+                options.append(_threads(situation, n_workers, chunksize))
+            else:
+                options.append(_processes(situation, n_workers, chunksize))
+        if options:
+            best.append(min(options, key=lambda candidate: candidate.predicted_seconds))
+    if memory_capped:
+        notes.append(
+            f"memory ({_bytes(situation.limits.memory_bytes)} free, "
+            f"{situation.limits.memory_source}) rules out more {backend} or larger chunks"
+        )
+    if (
+        constraints.n_jobs is not None
+        and backend == "processes"
+        and constraints.n_jobs > situation.limits.cpus
+    ):
+        notes.append(
+            f"n_jobs={constraints.n_jobs} was lowered to the {situation.limits.cpus} CPUs "
+            f"this worker may use ({situation.limits.cpus_source})"
+        )
+    return best
+
+
+def _fits_in_memory(situation: Situation, backend: str, n_workers: int, chunksize: int) -> bool:
+    profile = situation.profile
+    in_flight = chunksize * (profile.bytes_in_per_item + profile.bytes_out_per_item) * 2
+    per_worker = profile.item_memory_bytes + in_flight
+    if backend == "processes":
+        per_worker += situation.calibration.worker_memory_bytes + profile.warm_memory_bytes
+    return n_workers * per_worker <= MEMORY_HEADROOM * situation.limits.memory_bytes
+
+
+# --- the costs ---------------------------------------------------------------------------------
+
+
+def _serial_seconds(situation: Situation) -> float:
+    profile = situation.profile
+    warmup = 0.0 if situation.parent_warm else profile.warmup_seconds
+    return warmup + situation.n_remaining * profile.seconds_per_item
+
+
+def _tail(profile: Profile, n_workers: int, chunksize: int) -> float:
+    """Expected lateness of the slowest of ``n_workers`` last chunks when durations vary.
+
+    The maximum of k draws of a normal variable lies about sqrt(2 ln k) deviations above the mean;
+    a chunk's deviation grows with the square root of its items.
+    """
+    if n_workers < 2 or profile.seconds_stdev <= 0:
+        return 0.0
+    return profile.seconds_stdev * math.sqrt(chunksize) * math.sqrt(2 * math.log(n_workers))
+
+
+def _makespan(n_remaining: int, n_workers: int, chunksize: int, chunk_seconds: float) -> float:
+    chunks = math.ceil(n_remaining / chunksize)
+    return math.ceil(chunks / n_workers) * chunk_seconds
+
+
+def _threads(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
+    profile, n = situation.profile, situation.n_remaining
+    calibration, cpus = situation.calibration, situation.limits.cpus
+    per_item = profile.seconds_per_item
+    # Python code holds the GIL while it uses the CPU: that share of every call is serial.
+    gil_bound = n * per_item * min(1.0, profile.cpu_ratio)
+    cpu_bound = n * per_item * profile.cpu_ratio / cpus
+    chunk_seconds = chunksize * per_item + calibration.thread_task_seconds
+    seconds = (
+        calibration.thread_start_seconds(n_workers)
+        + _warmup_if_cold(situation)
+        + max(_makespan(n, n_workers, chunksize, chunk_seconds), gil_bound, cpu_bound)
+        + _tail(profile, n_workers, chunksize)
+    )
+    return Candidate("threads", n_workers, chunksize, seconds)
+
+
+def _processes(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
+    profile, n = situation.profile, situation.n_remaining
+    calibration, cpus = situation.calibration, situation.limits.cpus
+    start_method = "fork" if situation.fork_safe and calibration.fork_start else "loky"
+    per_item = profile.seconds_per_item
+    if profile.cpu_ratio > INTERNAL_THREADS_RATIO:
+        # Inner threads are capped to this worker's share of the CPUs, so each call slows down.
+        share = max(1, cpus // n_workers)
+        per_item *= profile.cpu_ratio / min(profile.cpu_ratio, share)
+    transfer = (
+        profile.bytes_in_per_item + profile.bytes_out_per_item
+    ) / calibration.pipe_bytes_per_second
+    # Pickling and unpickling costs split between the caller and the worker.
+    worker_side = (profile.pickle_seconds_in + profile.pickle_seconds_out) / 2
+    parent_side = worker_side
+    chunks = math.ceil(n / chunksize)
+    chunk_seconds = (
+        chunksize * (per_item + worker_side + transfer) + calibration.process_task_seconds
+    )
+    parent_seconds = n * parent_side + chunks * calibration.process_task_seconds
+    cpu_seconds = n * (profile.seconds_per_item * profile.cpu_ratio + 2 * worker_side)
+    if situation.observed_startup and situation.observed_startup[0] == start_method:
+        startup = situation.observed_startup[1]
+    else:
+        startup = calibration.process_start_seconds(start_method, n_workers)
+    warm_inherited = start_method == "fork" and situation.parent_warm
+    seconds = (
+        startup
+        + (0.0 if warm_inherited else profile.warmup_seconds)
+        + max(
+            _makespan(n, n_workers, chunksize, chunk_seconds)
+            + _tail(profile, n_workers, chunksize),
+            parent_seconds,
+            (cpu_seconds + parent_seconds) / cpus,
+        )
+    )
+    return Candidate("processes", n_workers, chunksize, seconds, start_method)
+
+
+def _warmup_if_cold(situation: Situation) -> float:
+    return 0.0 if situation.parent_warm else situation.profile.warmup_seconds
+
+
+# --- the sentence ------------------------------------------------------------------------------
+
+
+def _reason(situation: Situation, chosen: Candidate, notes: list[str]) -> str:
+    profile, limits = situation.profile, situation.limits
+    count = f"{situation.n_items} items" if situation.n_items is not None else "an iterator"
+    cost = f"a call takes {_duration(profile.seconds_per_item)}"
+    if profile.cpu_ratio < 0.5:
+        cost += f", {1 - profile.cpu_ratio:.0%} of it waiting"
+    elif profile.cpu_ratio > INTERNAL_THREADS_RATIO:
+        cost += f", running {profile.cpu_ratio:.1f} CPUs' worth of its own threads"
+    if chosen.backend == "serial":
+        head = f"Serial: {cost} over {count}, and no parallel plan pays for its overhead"
+    elif chosen.backend == "threads":
+        head = f"{_describe(chosen).capitalize()}: {cost} over {count}"
+    else:
+        head = (
+            f"{_describe(chosen).capitalize()}: {cost} over {count}; "
+            f"{limits.cpus} CPUs from {limits.cpus_source}"
+        )
+    tail = "; ".join(notes)
+    return f"{head}{'; ' + tail if tail else ''}."
+
+
+def _describe(candidate: Candidate) -> str:
+    if candidate.backend == "serial":
+        return "serial"
+    method = f" ({candidate.start_method})" if candidate.start_method else ""
+    return f"{candidate.backend}{method} x{candidate.n_jobs} in chunks of {candidate.chunksize}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}"
+        count /= 1024
+    return f"{count:.0f} TiB"

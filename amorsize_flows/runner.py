@@ -1,0 +1,369 @@
+"""Run a plan: serial, threads or processes, results in input order, nothing left behind.
+
+Processes run on loky: ``fork`` when the caller is single-threaded (cheapest, and workers inherit
+the warm state of the dry run), else loky's own start method, a fresh interpreter that does not
+re-import ``__main__`` (a DAG file or flow script that imports Airflow or Prefect would cost every
+spawned worker seconds). The function travels once per worker, through the initializer, not once
+per chunk. At most a few chunks per worker are in flight, so memory stays bounded for long inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import logging
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+import loky
+from loky.backend.context import get_context
+from loky.process_executor import BrokenProcessPool
+from threadpoolctl import threadpool_limits
+
+from .errors import MapCancelledError, WorkerDiedError
+from .plan import Plan
+
+__all__ = ["ProgressCallback", "RunStats", "fork_is_safe", "run_plan"]
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, "int | None"], None]
+
+# Chunks in flight per worker: one running and three queued keeps a worker busy while the caller
+# waits in order on a slow chunk elsewhere, and bounds memory to 4 chunks per worker.
+IN_FLIGHT_PER_WORKER = 4
+# A serial batch grows until it takes about this long: long enough that the loop's bookkeeping is
+# invisible, short enough that cancellation and progress stay prompt.
+SERIAL_BATCH_SECONDS = 0.05
+# How often a wait checks for cancellation: fast enough for a person, rare enough to cost nothing.
+CANCEL_POLL_SECONDS = 0.1
+# Environment variables that cap the thread pools of BLAS and OpenMP libraries not yet loaded.
+_THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+@dataclass
+class RunStats:
+    """What the map measured, filled in while it runs."""
+
+    items: int = 0
+    compute_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    startup_seconds: float = 0.0
+    started_at: float = field(default_factory=time.perf_counter)
+    finished_at: float = 0.0
+    _first_result: bool = True
+
+    def add_chunk(self, n_items: int, compute_seconds: float, cpu_seconds: float) -> None:
+        if self._first_result:
+            self._first_result = False
+            waited = time.perf_counter() - self.started_at
+            self.startup_seconds = max(0.0, waited - compute_seconds)
+        self.items += n_items
+        self.compute_seconds += compute_seconds
+        self.cpu_seconds += cpu_seconds
+
+
+def fork_is_safe() -> bool:
+    """Forking copies only the calling thread: with other threads alive, a lock they held stays
+    held forever in the child. Fork only from a single-threaded process."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def run_plan(
+    plan: Plan,
+    func: Callable[[Any], Any],
+    items: Iterator[Any],
+    *,
+    start_index: int = 0,
+    stats: RunStats | None = None,
+    cancel: threading.Event | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+    cpus: int | None = None,
+) -> Iterator[list[Any]]:
+    """Yield the results of ``func(item)`` in order, a list per chunk, as ``plan`` says.
+
+    Args:
+        plan: the backend, workers and chunk size to use.
+        func: the function of one item.
+        items: the items, consumed lazily.
+        start_index: the index of the first item, for error notes.
+        stats: filled in with what the map measured.
+        cancel: when set, the map stops, its workers are killed, and MapCancelledError is raised.
+        on_chunk: called with the number of items of every finished chunk (progress).
+        cpus: the CPUs this worker may use; BLAS/OpenMP threads are capped to each worker's share.
+
+    Raises:
+        WorkerDiedError: a worker process died.
+        MapCancelledError: ``cancel`` was set.
+        Exception: whatever ``func`` raised, with a note naming the item.
+    """
+    stats = stats if stats is not None else RunStats()
+    stats.started_at = time.perf_counter()
+    try:
+        if plan.backend == "serial":
+            yield from _serial(func, items, start_index, stats, cancel, on_chunk)
+        else:
+            share = max(1, (cpus or os.cpu_count() or 1) // plan.n_jobs)
+            yield from _pooled(plan, func, items, start_index, stats, cancel, on_chunk, share)
+    finally:
+        stats.finished_at = time.perf_counter()
+
+
+def _serial(
+    func: Callable[[Any], Any],
+    items: Iterator[Any],
+    start_index: int,
+    stats: RunStats,
+    cancel: threading.Event | None,
+    on_chunk: Callable[[int], None] | None,
+) -> Iterator[list[Any]]:
+    """Run in the caller, in batches that grow until one takes about SERIAL_BATCH_SECONDS.
+
+    Batches keep a cheap function's loop as tight as a plain one, while a slow function is still
+    checked for cancellation and reported after every call.
+    """
+    size, index = 1, start_index
+    while batch := list(itertools.islice(items, size)):
+        if cancel is not None and cancel.is_set():
+            raise MapCancelledError(f"the map was cancelled before item {index}")
+        results: list[Any] = []
+        append = results.append
+        cpu_before = time.process_time()
+        started = time.perf_counter()
+        try:
+            for item in batch:
+                append(func(item))
+        except Exception as error:
+            error.add_note(f"amorsize: raised by item {index + len(results)}")
+            raise
+        elapsed = time.perf_counter() - started
+        stats.add_chunk(len(batch), elapsed, time.process_time() - cpu_before)
+        if on_chunk is not None:
+            on_chunk(len(batch))
+        index += len(batch)
+        if elapsed < SERIAL_BATCH_SECONDS / 2:
+            size *= 2
+        elif elapsed > SERIAL_BATCH_SECONDS * 2:
+            size = max(1, size // 2)
+        yield results
+
+
+# --- pools -------------------------------------------------------------------------------------
+
+
+def _pooled(
+    plan: Plan,
+    func: Callable[[Any], Any],
+    items: Iterator[Any],
+    start_index: int,
+    stats: RunStats,
+    cancel: threading.Event | None,
+    on_chunk: Callable[[int], None] | None,
+    inner_threads: int,
+) -> Iterator[list[Any]]:
+    chunks = _chunks(items, plan.chunksize, start_index)
+    limits: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if plan.backend == "threads":
+        executor: Executor = ThreadPoolExecutor(plan.n_jobs, thread_name_prefix="amorsize")
+        submit = _thread_submitter(executor, func, cancel)
+        if plan.n_jobs > 1:
+            limits = _caller_blas_limits(inner_threads)
+    else:
+        executor = _process_executor(plan, func, inner_threads)
+        submit = _process_submitter(executor)
+    pending: deque[tuple[int, int, Future[Any]]] = deque()
+    window = plan.n_jobs * IN_FLIGHT_PER_WORKER
+    finished = False
+    try:
+        with limits:
+            for first, chunk in itertools.islice(chunks, window):
+                pending.append((first, len(chunk), submit(first, chunk)))
+            while pending:
+                first, size, future = pending.popleft()
+                results, compute, cpu = _collect(future, first, size, cancel, plan)
+                stats.add_chunk(size, compute, cpu)
+                if on_chunk is not None:
+                    on_chunk(size)
+                for first_next, chunk in itertools.islice(chunks, 1):
+                    pending.append((first_next, len(chunk), submit(first_next, chunk)))
+                yield results
+        finished = True
+    finally:
+        if finished:
+            executor.shutdown(wait=True)
+        else:
+            _abort(executor, pending, cancel)
+
+
+@contextlib.contextmanager
+def _caller_blas_limits(inner_threads: int) -> Iterator[None]:
+    """Cap the caller's BLAS/OpenMP pools while threads share its CPUs, then restore them."""
+    with threadpool_limits(inner_threads):
+        yield
+
+
+def _chunks(items: Iterator[Any], size: int, start_index: int) -> Iterator[tuple[int, list[Any]]]:
+    index = start_index
+    while chunk := list(itertools.islice(items, size)):
+        yield index, chunk
+        index += len(chunk)
+
+
+def _collect(
+    future: Future[Any], first: int, size: int, cancel: threading.Event | None, plan: Plan
+) -> tuple[list[Any], float, float]:
+    while not future.done():
+        if cancel is not None and cancel.is_set():
+            raise MapCancelledError(f"the map was cancelled while items {first}.. were running")
+        wait_for([future], timeout=CANCEL_POLL_SECONDS)
+    try:
+        outcome = future.result()
+    except BrokenProcessPool as error:
+        raise WorkerDiedError(
+            f"A worker process died while the map ran items {first} to {first + size - 1} "
+            f"({error}). An exit code of -9 (SIGKILL) usually means the OOM killer: lower "
+            f"`max_workers` or `memory_limit`, or use backend='threads'. A segfault (-11) points "
+            f"at a C extension in the mapped function."
+        ) from error
+    if outcome[0] == "error":
+        _, index, error, remote_traceback = outcome
+        error.add_note(f"amorsize: raised by item {index} in a {plan.backend} worker")
+        if remote_traceback:
+            error.add_note(f"Traceback in the worker:\n{remote_traceback}")
+        raise error
+    _, results, compute, cpu = outcome
+    return results, compute, cpu
+
+
+def _abort(
+    executor: Executor, pending: deque[tuple[int, int, Future[Any]]], cancel: threading.Event | None
+) -> None:
+    """Stop at once: cancel what has not started and kill the workers that run the rest."""
+    for _, _, future in pending:
+        future.cancel()
+    if isinstance(executor, loky.ProcessPoolExecutor):
+        executor.shutdown(wait=True, kill_workers=True)
+    else:
+        # Threads cannot be killed: the chunks stop between items once `cancel` is set.
+        if cancel is not None:
+            cancel.set()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_chunk(
+    func: Callable[[Any], Any], first: int, chunk: list[Any], cancel: threading.Event | None = None
+) -> tuple[Any, ...]:
+    """Run one chunk; return ("ok", results, wall, cpu) or ("error", index, error, traceback)."""
+    results = []
+    clock = (
+        time.thread_time
+        if threading.current_thread() is not threading.main_thread()
+        else time.process_time
+    )
+    cpu_before = clock()
+    started = time.perf_counter()
+    for offset, item in enumerate(chunk):
+        if cancel is not None and cancel.is_set():
+            return ("error", first + offset, MapCancelledError("the map was cancelled"), "")
+        try:
+            results.append(func(item))
+        except Exception as error:
+            return ("error", first + offset, error, "")
+    return ("ok", results, time.perf_counter() - started, clock() - cpu_before)
+
+
+def _thread_submitter(
+    executor: Executor, func: Callable[[Any], Any], cancel: threading.Event | None
+) -> Callable[[int, list[Any]], Future[Any]]:
+    # Threads share the caller's objects: an error keeps its real traceback, no text needed.
+    own_cancel = cancel if cancel is not None else threading.Event()
+    return lambda first, chunk: executor.submit(_run_chunk, func, first, chunk, own_cancel)
+
+
+# --- process workers -----------------------------------------------------------------------------
+
+_worker_function: Callable[[Any], Any] | None = None
+
+
+def _process_executor(plan: Plan, func: Callable[[Any], Any], inner_threads: int) -> Executor:
+    start_method = plan.start_method or "loky"
+    if start_method == "fork" and not fork_is_safe():
+        log.warning(
+            "The plan asks for fork, but %d threads are alive in this process; using loky's "
+            "fresh-interpreter workers instead, since forking a threaded process can deadlock.",
+            threading.active_count(),
+        )
+        start_method = "loky"
+    with warnings.catch_warnings():
+        # loky warns that fork "does not respect POSIX" for multi-threaded callers; we fork only
+        # when the caller is single-threaded (fork_is_safe above).
+        warnings.filterwarnings("ignore", message=".*fork.*start method.*", category=UserWarning)
+        context = get_context(start_method)
+    return loky.ProcessPoolExecutor(
+        max_workers=plan.n_jobs,
+        context=context,
+        initializer=_init_worker,
+        initargs=(cloudpickle.dumps(func), inner_threads),
+        env={name: str(inner_threads) for name in _THREAD_ENV_VARS},
+    )
+
+
+def _process_submitter(executor: Executor) -> Callable[[int, list[Any]], Future[Any]]:
+    return lambda first, chunk: executor.submit(_run_chunk_in_worker, first, chunk)
+
+
+def _init_worker(function_bytes: bytes, inner_threads: int) -> None:
+    """Prepare a worker process: signals, orphan protection, inner threads, the function."""
+    # A forked worker inherits the caller's handlers; Airflow's would make it ignore SIGTERM.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C reaches the whole process group; the caller handles it and then kills the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    threadpool_limits(inner_threads)
+    global _worker_function
+    _worker_function = cloudpickle.loads(function_bytes)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker if the caller dies, even by SIGKILL: no orphans."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _run_chunk_in_worker(first: int, chunk: list[Any]) -> tuple[Any, ...]:
+    assert _worker_function is not None, "the worker initializer did not run"
+    outcome = _run_chunk(_worker_function, first, chunk)
+    if outcome[0] == "error":
+        _, index, error, _ = outcome
+        remote = "".join(traceback.format_exception(error))
+        try:
+            pickle.dumps(error)
+        except Exception:  # an exception that cannot travel back is described instead
+            error = RuntimeError(f"{type(error).__qualname__}: {error}")
+        return ("error", index, error, remote)
+    return outcome
