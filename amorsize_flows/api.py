@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import pickle
 import signal
 import threading
@@ -19,7 +20,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .calibrate import get_calibration
+from .calibrate import Calibration, get_calibration
 from .errors import MapCancelledError
 from .limits import WorkerLimits, detect
 from .model import Constraints, Situation, choose
@@ -36,6 +37,9 @@ Progress = bool | Callable[[int, "int | None"], None]
 # A previous run's costs are trusted for items whose pickled size is within this factor of the
 # items it measured; beyond it, per-item costs have likely changed too, so the dry run runs again.
 HISTORY_SIZE_TOLERANCE = 4.0
+# Below this much work left, no pool can save the model's 10% minimum gain: starting and joining
+# even two threads costs about 0.4 ms here (calibration), so the machine need not be measured.
+TRIVIAL_SECONDS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -285,16 +289,20 @@ def _prepare(
     dry = sample(func, iterator, sample_size=options.sample_size, max_parallelism=max_parallelism)
     done = len(dry.results)
     n_remaining = (dry.n_items if dry.n_items is not None else dry.n_items_lower_bound) - done
+    trivial = (
+        constraints == Constraints()
+        and n_remaining * dry.profile.seconds_per_item < TRIVIAL_SECONDS
+    )
     situation = Situation(
         dry.profile,
         limits,
-        get_calibration() if n_remaining > 1 else _no_calibration(),
+        _no_calibration() if trivial else get_calibration(),
         n_remaining=n_remaining,
         n_items=dry.n_items,
         spent_seconds=dry.profile.sample_seconds,
         fork_safe=fork_safe,
     )
-    made = choose(situation, constraints, function=identity, source="sampled")
+    made = choose(situation, constraints, function=identity)
     if n_remaining == 0:
         made = made.with_changes(reason=f"Serial: all {done} items ran in the dry run.")
     log.info(
@@ -309,11 +317,9 @@ def _prepare(
     )
 
 
-def _no_calibration() -> Any:
-    """A map with at most one item left never needs the machine's costs measured."""
-    from .calibrate import Calibration
-
-    return Calibration(None, (0.0, 0.0), 1.0, (0.0, 0.0), 1.0, 1.0, 0)
+def _no_calibration() -> Calibration:
+    """Costs that rule out every pool, for maps too small to need the machine measured."""
+    return Calibration(None, (math.inf, 0.0), math.inf, (math.inf, 0.0), math.inf, math.inf, 0)
 
 
 def _fit_to_limits(plan: Plan, limits: WorkerLimits) -> Plan:

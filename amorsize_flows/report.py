@@ -49,7 +49,9 @@ def plan_markdown(plan: Plan, record: RunRecord | None = None, title: str | None
     """A markdown summary for the Prefect and Airflow UIs."""
     lines = [f"### {title}", ""] if title else []
     lines += ["| | |", "|---|---|"]
-    lines += [f"| {label} | {value.replace('|', '/')} |" for label, value in plan_rows(plan, record)]
+    lines += [
+        f"| {label} | {value.replace('|', '/')} |" for label, value in plan_rows(plan, record)
+    ]
     return "\n".join(lines) + "\n"
 
 
