@@ -228,10 +228,10 @@ def load_config(path: str | os.PathLike[str]) -> Plan:
         FileNotFoundError: when there is no file at ``path``.
         InvalidPlanError: when the file is not JSON or not a valid plan.
     """
-    text = Path(path).read_text()
+    raw = Path(path).read_bytes()
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidPlanError(f"{os.fspath(path)} is not JSON ({error}); save it again") from None
     plan = Plan.from_dict(data)
     return plan.with_changes(source="stored")

@@ -31,7 +31,7 @@ from typing import Any
 import cloudpickle
 import loky
 from loky.backend.context import get_context
-from loky.process_executor import BrokenProcessPool
+from loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 from threadpoolctl import threadpool_limits
 
 from .errors import MapCancelledError, WorkerDiedError
@@ -240,12 +240,17 @@ def _collect(
         wait_for([future], timeout=CANCEL_POLL_SECONDS)
     try:
         outcome = future.result()
-    except BrokenProcessPool as error:
+    except TerminatedWorkerError as error:
         raise WorkerDiedError(
             f"A worker process died while the map ran items {first} to {first + size - 1} "
             f"({error}). An exit code of -9 (SIGKILL) usually means the OOM killer: lower "
             f"`max_workers` or `memory_limit`, or use backend='threads'. A segfault (-11) points "
             f"at a C extension in the mapped function."
+        ) from error
+    except BrokenProcessPool as error:
+        raise WorkerDiedError(
+            f"The worker pool broke while the map ran items {first} to {first + size - 1} "
+            f"({error}). Results and arguments must survive pickling; return plain values."
         ) from error
     if outcome[0] == "error":
         _, index, error, remote_traceback = outcome
@@ -362,7 +367,7 @@ def _run_chunk_in_worker(first: int, chunk: list[Any]) -> tuple[Any, ...]:
         _, index, error, _ = outcome
         remote = "".join(traceback.format_exception(error))
         try:
-            pickle.dumps(error)
+            pickle.loads(pickle.dumps(error))
         except Exception:  # an exception that cannot travel back is described instead
             error = RuntimeError(f"{type(error).__qualname__}: {error}")
         return ("error", index, error, remote)

@@ -1,0 +1,302 @@
+"""execute, run and imap end to end: real threads and real processes, no mocks."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import amorsize_flows as amz
+from tests.workloads import (
+    append_to,
+    busy,
+    die_on,
+    fail_on,
+    model_was_warm,
+    pid_of,
+    raise_unpicklable,
+    sleepy,
+    square,
+)
+
+FIXED_PLANS = [
+    amz.Plan.fixed("serial"),
+    amz.Plan.fixed("threads", 3, 4),
+    amz.Plan.fixed("processes", 2, 5, start_method="fork"),
+    amz.Plan.fixed("processes", 2, 5, start_method="loky"),
+]
+PLAN_IDS = ["serial", "threads", "fork", "loky"]
+
+
+def _children() -> list[psutil.Process]:
+    """Worker processes of this test process.
+
+    loky and multiprocessing each keep one resource tracker per parent, for its whole life (it
+    unlinks leaked semaphores when the parent exits): not workers, so not counted.
+    """
+    workers = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if not any("resource_tracker" in part for part in child.cmdline()):
+                workers.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return workers
+
+
+def _wait_for_no_children(timeout: float = 10.0) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while (
+        alive := [p for p in _children() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    ) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
+@pytest.mark.parametrize("plan", FIXED_PLANS, ids=PLAN_IDS)
+def test_results_complete_and_in_order(plan: amz.Plan) -> None:
+    assert amz.execute(square, range(103), plan=plan) == [x * x for x in range(103)]
+    assert not _wait_for_no_children()
+
+
+@pytest.mark.parametrize("plan", FIXED_PLANS, ids=PLAN_IDS)
+def test_item_error_keeps_its_type_and_names_the_item(plan: amz.Plan) -> None:
+    with pytest.raises(ValueError, match="item value 7 is bad") as caught:
+        amz.execute(fail_on, range(20), plan=plan)
+    notes = "\n".join(caught.value.__notes__)
+    assert "item 7" in notes
+    if plan.backend == "processes":
+        assert "Traceback in the worker" in notes and "fail_on" in notes
+    assert not _wait_for_no_children()
+
+
+def test_error_that_cannot_travel_back_is_described() -> None:
+    with pytest.raises(RuntimeError, match="Unpicklable: 1/2") as caught:
+        amz.execute(raise_unpicklable, range(10), plan=amz.Plan.fixed("processes", 2, 1))
+    assert "item 3" in "\n".join(caught.value.__notes__)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "loky"])
+def test_dead_worker_raises_promptly(start_method: str) -> None:
+    plan = amz.Plan.fixed("processes", 2, 1, start_method=start_method)
+    started = time.monotonic()
+    with pytest.raises(amz.WorkerDiedError, match="worker process died"):
+        amz.execute(die_on, range(50), plan=plan)
+    assert time.monotonic() - started < 30
+    assert not _wait_for_no_children()
+
+
+def test_lambdas_and_closures_run_in_processes() -> None:
+    offset = 10
+    plan = amz.Plan.fixed("processes", 2, 3, start_method="loky")
+    assert amz.execute(lambda x: x + offset, range(10), plan=plan) == list(range(10, 20))
+
+
+def test_empty_input_returns_an_empty_list() -> None:
+    assert amz.execute(square, []) == []
+    assert amz.execute(square, iter([])) == []
+
+
+def test_generator_input_gives_every_result_once(tmp_path: Path) -> None:
+    log = tmp_path / "calls.txt"
+    func = functools.partial(append_to, log_path=str(log))
+    results = amz.execute(func, (x for x in range(300)), backend="processes", n_jobs=2)
+    assert results == list(range(300))
+    assert sorted(map(int, log.read_text().split())) == list(range(300))  # each item ran once
+
+
+def test_imap_is_lazy_and_closing_stops_workers() -> None:
+    plan = amz.Plan.fixed("processes", 2, 4)
+    iterator = amz.imap(square, itertools.count(), plan=plan)
+    assert list(itertools.islice(iterator, 50)) == [x * x for x in range(50)]
+    iterator.close()
+    assert not _wait_for_no_children()
+
+
+def test_imap_record_after_exhaustion() -> None:
+    iterator = amz.imap(square, range(1000))
+    assert iterator.record is None
+    assert sum(1 for _ in iterator) == 1000
+    assert iterator.record is not None and iterator.record.n_items == 1000
+
+
+def test_cpu_bound_map_runs_in_parallel_processes() -> None:
+    run = amz.run(busy, [0.005] * 400)
+    assert run.plan.backend == "processes"
+    assert run.plan.n_jobs == min(2, amz.worker_limits().cpus)
+    assert run.record.n_items == 400 and run.record.achieved_speedup > 0
+
+
+def test_waiting_map_runs_on_threads() -> None:
+    run = amz.run(sleepy, [0.005] * 300)
+    assert run.plan.backend == "threads" and run.plan.n_jobs > amz.worker_limits().cpus
+
+
+def test_forked_workers_inherit_the_warm_state_of_the_dry_run() -> None:
+    run = amz.run(model_was_warm, range(40), backend="processes", n_jobs=2, chunksize=5)
+    assert run.plan.start_method == "fork"
+    assert run.results[0] is False  # the dry run's first call loaded the model
+    assert all(run.results[1:])  # every later call, in the caller or a worker, found it loaded
+
+
+def test_a_threaded_caller_gets_fresh_interpreter_workers() -> None:
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        plan = amz.optimize(busy, [0.005] * 400, backend="processes")
+        assert plan.start_method == "loky"
+        pids = amz.execute(
+            pid_of, range(20), plan=amz.Plan.fixed("processes", 2, 1, start_method="fork")
+        )
+        assert os.getpid() not in pids  # the fork request was turned into loky workers, safely
+    finally:
+        stop.set()
+        helper.join()
+
+
+def test_progress_callable_reaches_the_total() -> None:
+    seen: list[tuple[int, int | None]] = []
+    amz.execute(square, range(500), progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (500, 500)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    amz.execute(square, range(100), progress=True)
+    assert "100/100" in capsys.readouterr().err
+
+
+def test_second_run_starts_from_the_first_runs_record(tmp_path: Path) -> None:
+    log = tmp_path / "calls.txt"
+    func = functools.partial(append_to, log_path=str(log))
+    first = amz.run(func, range(200))
+    assert first.plan.source == "sampled"
+    second = amz.run(func, range(200, 400), history=first.record.to_dict())
+    assert second.plan.source == "history"
+    assert second.results == list(range(200, 400))
+    assert sorted(map(int, log.read_text().split())) == list(range(400))  # no item ran twice
+
+
+def test_history_of_another_function_is_not_trusted() -> None:
+    record = amz.run(square, range(100)).record
+    run = amz.run(busy, [0.0001] * 100, history=record)
+    assert run.plan.source == "sampled"
+
+
+def test_stored_plan_skips_the_dry_run_and_respects_limits(tmp_path: Path) -> None:
+    big = amz.Plan.fixed("processes", 64, 10)
+    path = amz.save_config(big, tmp_path / "plan.json")
+    log = tmp_path / "calls.txt"
+    func = functools.partial(append_to, log_path=str(log))
+    run = amz.run(func, range(40), plan=amz.load_config(path), max_workers=2)
+    assert run.plan.source == "stored"
+    assert run.plan.n_jobs == 2  # clamped to this worker's limits
+    assert run.record.sampled_items == 0
+    assert sorted(map(int, log.read_text().split())) == list(range(40))
+
+
+def _execute_in_daemon(queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    run = amz.run(square, range(50), plan=amz.Plan.fixed("processes", 2, 5))
+    queue.put((run.plan.backend, run.results))
+
+
+def test_daemonic_process_falls_back_to_threads() -> None:
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_execute_in_daemon, args=(queue,), daemon=True)
+    child.start()
+    backend, results = queue.get(timeout=60)
+    child.join()
+    assert backend == "threads"
+    assert results == [x * x for x in range(50)]
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_cancel_event_stops_the_map_and_its_workers(backend: str) -> None:
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    plan = amz.Plan.fixed(backend, 2, 1)
+    started = time.monotonic()
+    with pytest.raises(amz.MapCancelledError):
+        amz.run(sleepy, [0.2] * 200, plan=plan, cancel=cancel)
+    assert time.monotonic() - started < 5
+    assert not _wait_for_no_children()
+
+
+SIGTERM_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import amorsize_flows as amz
+    from tests.workloads import busy
+    plan = amz.Plan.fixed("processes", 2, 1, start_method=sys.argv[1])
+    print("started", flush=True)
+    amz.execute(busy, [0.5] * 100, plan=plan)
+    """
+)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "loky"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_leaves_no_worker_alive(start_method: str, signum: int, tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(SIGTERM_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])}
+    job = subprocess.Popen(
+        [sys.executable, str(script), start_method], stdout=subprocess.PIPE, env=env
+    )
+    assert job.stdout is not None and job.stdout.readline().strip() == b"started"
+    parent = psutil.Process(job.pid)
+    deadline = time.monotonic() + 20
+
+    def workers_of_job() -> list[psutil.Process]:
+        return [
+            p
+            for p in parent.children(recursive=True)
+            if "resource_tracker" not in " ".join(p.cmdline())
+        ]
+
+    while len(workers_of_job()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = workers_of_job()
+    assert len(workers) >= 2
+    job.send_signal(signum)
+    job.wait(timeout=20)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers survived: {alive}"
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: amz.execute(42, [1]), TypeError, "`func` must be callable"),
+        (lambda: amz.execute(square, 42), TypeError, "`items` must be an iterable"),
+        (lambda: amz.execute(square, "abc"), TypeError, "got a str"),
+        (lambda: amz.execute(square, [1], n_jobs=0), ValueError, "`n_jobs` must be an int >= 1"),
+        (lambda: amz.execute(square, [1], backend="gpu"), ValueError, "`backend` must be one of"),
+        (lambda: amz.execute(square, [1], plan={"backend": "serial"}), TypeError, "`plan` must be"),
+        (lambda: amz.execute(square, [1], progress="yes"), TypeError, "`progress` must be"),
+        (lambda: amz.execute(square, [1], workers=2), TypeError, "unexpected option"),
+        (lambda: amz.execute(square, [1], history=[1]), TypeError, "`history` must be"),
+        (
+            lambda: amz.execute(square, [1], history={"x": 1}),
+            amz.InvalidPlanError,
+            "schema_version",
+        ),
+        (lambda: amz.optimize(square, [1], memory_limit="lots"), ValueError, "memory size"),
+    ],
+)
+def test_bad_arguments_say_what_was_expected(call, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        call()

@@ -1,0 +1,151 @@
+"""The cost model, on synthetic profiles and a fixed calibration: pure, so no clocks here."""
+
+from __future__ import annotations
+
+import pytest
+
+from amorsize_flows.calibrate import Calibration
+from amorsize_flows.limits import WorkerLimits
+from amorsize_flows.model import Constraints, Situation, choose
+from amorsize_flows.profile import Profile
+
+GIB = 1 << 30
+# Costs of the order measured on a 2-core Linux machine (see calibrate.py).
+CALIBRATION = Calibration(
+    fork_start=(0.008, 0.004),
+    loky_start=(0.08, 0.01),
+    process_task_seconds=1e-4,
+    thread_start=(1e-4, 1e-4),
+    thread_task_seconds=7e-6,
+    pipe_bytes_per_second=7e8,
+    worker_memory_bytes=20 << 20,
+)
+
+
+def limits(
+    cpus: int = 2, memory: int = 16 * GIB, daemonic: bool = False, source: str = "CPU affinity"
+) -> WorkerLimits:
+    return WorkerLimits(cpus, source, memory, "test", daemonic=daemonic)
+
+
+def profile(seconds: float, cpu_ratio: float = 1.0, **extra) -> Profile:
+    values = dict(
+        first_call_seconds=seconds,
+        seconds_per_item=seconds,
+        cpu_seconds_per_item=seconds * cpu_ratio,
+    )
+    values.update(extra)
+    return Profile(**values)
+
+
+def situation(prof: Profile, n: int, **extra) -> Situation:
+    values = dict(limits=limits(), calibration=CALIBRATION, n_remaining=n, n_items=n)
+    values.update(extra)
+    return Situation(prof, **values)
+
+
+def test_cheap_function_runs_serially() -> None:
+    # Pickling a small int and back costs about as much as the call itself.
+    plan = choose(
+        situation(profile(1e-6, pickle_seconds_in=5e-7, pickle_seconds_out=5e-7), 300_000)
+    )
+    assert plan.backend == "serial"
+    assert plan.estimated_speedup == pytest.approx(1.0)
+    assert plan.reason.startswith("Serial")
+
+
+def test_cpu_bound_work_uses_every_cpu_in_processes() -> None:
+    plan = choose(situation(profile(0.005), 1000))
+    assert (plan.backend, plan.n_jobs, plan.start_method) == ("processes", 2, "fork")
+    assert 1.7 < plan.estimated_speedup <= 2.0
+    assert plan.candidates[0].predicted_seconds <= plan.candidates[-1].predicted_seconds
+
+
+def test_waiting_work_uses_more_threads_than_cpus() -> None:
+    plan = choose(situation(profile(0.01, cpu_ratio=0.01), 500))
+    assert plan.backend == "threads"
+    assert plan.n_jobs > 2
+    assert "waiting" in plan.reason
+
+
+def test_never_more_processes_than_cpus() -> None:
+    for cpus in (1, 2, 3, 8):
+        plan = choose(situation(profile(0.05), 10_000, limits=limits(cpus=cpus)))
+        assert plan.n_jobs <= cpus or plan.backend == "threads"
+        assert all(c.n_jobs <= cpus for c in plan.candidates if c.backend == "processes")
+
+
+def test_caller_cap_applies_to_threads_too() -> None:
+    plan = choose(
+        situation(
+            profile(0.01, cpu_ratio=0.01), 500, limits=limits(cpus=3, source="AMORSIZE_MAX_WORKERS")
+        )
+    )
+    assert plan.n_jobs <= 3
+
+
+def test_memory_limits_workers() -> None:
+    heavy = profile(0.05, warm_memory_bytes=3 * GIB)
+    plan = choose(situation(heavy, 1000, limits=limits(cpus=8, memory=8 * GIB)))
+    assert plan.backend != "processes" or plan.n_jobs <= 2
+    assert "memory" in plan.reason
+
+
+def test_daemonic_process_plans_no_processes() -> None:
+    plan = choose(situation(profile(0.005), 1000, limits=limits(daemonic=True)))
+    assert plan.backend in ("serial", "threads")
+    assert "daemonic" in plan.reason
+    assert not any(c.backend == "processes" for c in plan.candidates)
+
+
+def test_unpicklable_function_plans_no_processes() -> None:
+    prof = profile(0.005, picklable=False, not_picklable_reason="the function does not pickle")
+    plan = choose(situation(prof, 1000))
+    assert plan.backend != "processes"
+    assert "does not pickle" in plan.reason
+
+
+def test_threaded_caller_pays_for_fresh_workers_and_their_warmup() -> None:
+    prof = profile(0.001, first_call_seconds=0.5)  # a model loaded on the first call
+    forked = choose(situation(prof, 2000))
+    fresh = choose(situation(prof, 2000, fork_safe=False))
+    assert forked.start_method == "fork"
+    assert fresh.backend == "serial" or fresh.start_method == "loky"
+    assert fresh.predicted_seconds > forked.predicted_seconds
+
+
+def test_internally_threaded_work_gains_nothing_from_processes() -> None:
+    plan = choose(situation(profile(0.01, cpu_ratio=2.0), 200))
+    assert plan.backend == "serial"
+
+
+def test_large_inputs_with_little_work_stay_serial() -> None:
+    mb = 1 << 20
+    prof = profile(2e-4, bytes_in_per_item=mb, pickle_seconds_in=1e-3)
+    assert choose(situation(prof, 200)).backend == "serial"
+
+
+def test_skew_prefers_smaller_chunks() -> None:
+    even = choose(situation(profile(0.002), 2000))
+    skewed = choose(situation(profile(0.002, seconds_stdev=0.01), 2000))
+    assert skewed.chunksize < even.chunksize
+
+
+def test_constraints_are_obeyed() -> None:
+    plan = choose(
+        situation(profile(0.005), 1000), Constraints(backend="threads", n_jobs=3, chunksize=7)
+    )
+    assert (plan.backend, plan.n_jobs, plan.chunksize) == ("threads", 3, 7)
+
+
+def test_forced_processes_are_clamped_to_cpus() -> None:
+    plan = choose(situation(profile(0.005), 1000), Constraints(backend="processes", n_jobs=16))
+    assert plan.n_jobs == 2
+    assert "lowered" in plan.reason
+
+
+def test_dry_run_time_counts_in_the_estimate() -> None:
+    without = choose(situation(profile(0.005), 400))
+    with_spent = choose(situation(profile(0.005), 400, spent_seconds=1.0))
+    assert with_spent.estimated_speedup < without.estimated_speedup
+    assert with_spent.predicted_seconds == pytest.approx(without.predicted_seconds + 1.0)

@@ -1,0 +1,105 @@
+"""The dry run: results kept, side effects once, lazy iterators, what it measures."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from pathlib import Path
+
+import pytest
+
+from amorsize_flows.profile import MAX_SAMPLE_SECONDS, function_identity, sample
+from tests.workloads import append_to, busy, sleepy, square
+
+
+def test_results_are_kept_and_rest_continues_in_order() -> None:
+    dry = sample(square, list(range(1000)), max_parallelism=2)
+    assert 2 <= len(dry.results) < 1000
+    assert dry.results == [square(x) for x in range(len(dry.results))]
+    assert list(dry.rest) == list(range(len(dry.results), 1000))
+    assert dry.n_items == 1000
+
+
+def test_each_sampled_item_runs_once(tmp_path: Path) -> None:
+    log = tmp_path / "calls.txt"
+    dry = sample(functools.partial(append_to, log_path=str(log)), range(50), sample_size=5)
+    assert dry.results == list(range(6))
+    assert log.read_text().split() == [str(x) for x in range(6)]
+
+
+def test_generator_is_consumed_lazily_and_chained_back() -> None:
+    pulled = []
+
+    def numbers():
+        for x in itertools.count():
+            pulled.append(x)
+            yield x
+
+    dry = sample(square, numbers(), sample_size=3)
+    assert dry.n_items is None  # endless: only a lower bound is known
+    assert dry.n_items_lower_bound >= 4
+    assert len(pulled) == dry.n_items_lower_bound  # read ahead, but boundedly
+    assert list(itertools.islice(dry.rest, 3)) == [4, 5, 6]
+
+
+def test_short_generator_length_becomes_known() -> None:
+    dry = sample(square, (x for x in range(20)), sample_size=2)
+    assert dry.n_items == 20
+    assert dry.results + [square(x) for x in dry.rest] == [square(x) for x in range(20)]
+
+
+def test_empty_input() -> None:
+    dry = sample(square, [], max_parallelism=2)
+    assert (dry.results, dry.n_items, dry.profile.sampled_items) == ([], 0, 0)
+
+
+def test_measures_cpu_versus_waiting() -> None:
+    cpu = sample(busy, [0.002] * 200, sample_size=5).profile
+    waiting = sample(sleepy, [0.002] * 200, sample_size=5).profile
+    assert cpu.cpu_ratio > 0.7
+    assert waiting.cpu_ratio < 0.3
+    assert cpu.seconds_per_item == pytest.approx(0.002, rel=0.5)
+
+
+def test_measures_sizes_and_warmup() -> None:
+    profile = sample(bytes, [100_000] * 50, sample_size=3).profile
+    assert profile.bytes_out_per_item > 100_000
+    assert profile.bytes_in_per_item < 100
+    assert profile.picklable
+
+
+def test_unpicklable_function_is_reported_not_fatal() -> None:
+    import threading
+
+    lock = threading.Lock()
+    dry = sample(lambda x: (lock, x)[1], range(10), sample_size=2)
+    assert not dry.profile.picklable
+    assert "does not pickle" in dry.profile.not_picklable_reason
+
+
+def test_dry_run_stays_small_for_cheap_functions() -> None:
+    dry = sample(square, range(1_000_000), max_parallelism=2)
+    assert dry.profile.sample_seconds < MAX_SAMPLE_SECONDS / 10
+    assert len(dry.results) < 100_000
+
+
+def test_error_in_dry_run_names_the_item() -> None:
+    def boom(x: int) -> int:
+        if x == 2:
+            raise KeyError("no")
+        return x
+
+    with pytest.raises(KeyError) as caught:
+        sample(boom, range(10), sample_size=5)
+    assert "item 2" in caught.value.__notes__[0]
+
+
+def test_function_identity_tracks_code_and_partial_args() -> None:
+    name, digest = function_identity(square)
+    assert name == "tests.workloads:square"
+    assert function_identity(square) == (name, digest)
+    assert function_identity(busy)[1] != digest
+    assert (
+        function_identity(functools.partial(append_to, log_path="a"))[1]
+        != function_identity(functools.partial(append_to, log_path="b"))[1]
+    )

@@ -1,0 +1,75 @@
+"""Functions the tests map: module-level, so that every start method can import them."""
+
+from __future__ import annotations
+
+import os
+import time
+
+_model: dict[str, int] | None = None
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def busy(seconds: float) -> float:
+    """Burn ``seconds`` of CPU in Python (holds the GIL)."""
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        pass
+    return seconds
+
+
+def sleepy(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def fail_on(x: int, bad: int = 7) -> int:
+    if x == bad:
+        raise ValueError(f"item value {x} is bad")
+    return x
+
+
+def die_on(x: int, bad: int = 5) -> int:
+    if x == bad:
+        os._exit(3)  # a worker that vanishes without a word, like an OOM kill
+    return x
+
+
+def pid_of(_: object) -> int:
+    return os.getpid()
+
+
+def with_model(x: int) -> int:
+    """A model loaded lazily on the first call in each process, then quick calls."""
+    global _model
+    if _model is None:
+        time.sleep(0.05)
+        _model = {"offset": 1}
+    return x + _model["offset"]
+
+
+def append_to(x: int, log_path: str) -> int:
+    """A side effect per call: one line per item, to count how often each item ran."""
+    with open(log_path, "a") as log:
+        log.write(f"{x}\n")
+    return x
+
+
+class Unpicklable(Exception):
+    def __init__(self, a: int, b: int) -> None:  # two required args: pickling it back fails
+        super().__init__(f"{a}/{b}")
+
+
+def model_was_warm(x: int) -> bool:
+    """Whether this process had the model loaded before this call (fork inherits it)."""
+    warm = _model is not None
+    with_model(x)
+    return warm
+
+
+def raise_unpicklable(x: int) -> int:
+    if x == 3:
+        raise Unpicklable(1, 2)
+    return x
