@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .calibrate import Calibration
 from .limits import MAX_WORKERS_ENV, WorkerLimits
 from .plan import Candidate, Plan
-from .profile import Profile
+from .profile import INTERNAL_THREADS_RATIO, Profile
 
 __all__ = ["Constraints", "Situation", "choose"]
 
@@ -30,9 +30,6 @@ MEMORY_HEADROOM = 0.8
 # Threads per CPU at most, for work that mostly waits: past this, per-thread overhead and the
 # servers being waited on, not the CPUs, are the limit.
 THREADS_PER_CPU = 32
-# Above this CPU seconds per wall second, a call runs threads of its own (BLAS, OpenMP). One busy
-# thread measures 1.0 give or take 0.2 on millisecond-long dry runs (clock granularity).
-INTERNAL_THREADS_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -250,13 +247,32 @@ def _makespan(n_remaining: int, n_workers: int, chunksize: int, chunk_seconds: f
     return math.ceil(chunks / n_workers) * chunk_seconds
 
 
+def _call_seconds(profile: Profile, cpus: int, n_workers: int) -> tuple[float, float]:
+    """Wall and CPU seconds of one call in one of ``n_workers`` workers sharing ``cpus``.
+
+    A function that runs threads of its own (BLAS) gets them capped to its worker's share of the
+    CPUs, so each call slows down; with one CPU each, the dry run measured how much.
+    """
+    wall, ratio = profile.seconds_per_item, profile.cpu_ratio
+    if ratio <= INTERNAL_THREADS_RATIO:
+        return wall, wall * ratio
+    share = max(1, cpus // n_workers)
+    if share >= ratio:
+        return wall, wall * ratio
+    if share == 1 and profile.single_thread_seconds > 0:
+        return profile.single_thread_seconds, profile.single_thread_seconds
+    return wall * ratio / share, wall * ratio
+
+
 def _threads(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
     profile, n = situation.profile, situation.n_remaining
     calibration, cpus = situation.calibration, situation.limits.cpus
-    per_item = profile.seconds_per_item
-    # Python code holds the GIL while it uses the CPU: that share of every call is serial.
+    per_item, cpu_per_item = _call_seconds(profile, cpus, n_workers)
+    # Python code holds the GIL while it uses the CPU: that share of every call is serial. Native
+    # code that runs threads of its own is counted as serial too: OpenBLAS capped to one thread
+    # serializes concurrent calls behind a lock (measured: threads x2 gained 1.1x, processes 1.5x).
     gil_bound = n * per_item * min(1.0, profile.cpu_ratio)
-    cpu_bound = n * per_item * profile.cpu_ratio / cpus
+    cpu_bound = n * cpu_per_item / cpus
     chunk_seconds = chunksize * per_item + calibration.thread_task_seconds
     seconds = (
         calibration.thread_start_seconds(n_workers)
@@ -271,11 +287,7 @@ def _processes(situation: Situation, n_workers: int, chunksize: int) -> Candidat
     profile, n = situation.profile, situation.n_remaining
     calibration, cpus = situation.calibration, situation.limits.cpus
     start_method = "fork" if situation.fork_safe and calibration.fork_start else "loky"
-    per_item = profile.seconds_per_item
-    if profile.cpu_ratio > INTERNAL_THREADS_RATIO:
-        # Inner threads are capped to this worker's share of the CPUs, so each call slows down.
-        share = max(1, cpus // n_workers)
-        per_item *= profile.cpu_ratio / min(profile.cpu_ratio, share)
+    per_item, cpu_per_item = _call_seconds(profile, cpus, n_workers)
     transfer = (
         profile.bytes_in_per_item + profile.bytes_out_per_item
     ) / calibration.pipe_bytes_per_second
@@ -287,7 +299,7 @@ def _processes(situation: Situation, n_workers: int, chunksize: int) -> Candidat
         chunksize * (per_item + worker_side + transfer) + calibration.process_task_seconds
     )
     parent_seconds = n * parent_side + chunks * calibration.process_task_seconds
-    cpu_seconds = n * (profile.seconds_per_item * profile.cpu_ratio + 2 * worker_side)
+    cpu_seconds = n * (cpu_per_item + 2 * worker_side)
     if situation.observed_startup and situation.observed_startup[0] == start_method:
         startup = situation.observed_startup[1]
     else:

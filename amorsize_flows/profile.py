@@ -21,6 +21,7 @@ from typing import Any
 
 import cloudpickle
 import psutil
+from threadpoolctl import threadpool_limits
 
 __all__ = ["Profile", "Sample", "function_identity", "sample"]
 
@@ -41,6 +42,12 @@ STABLE_ERROR = 0.05
 MIN_SAMPLE_SECONDS = 0.002
 # Whatever the item count, a dry run longer than this buys no better plan.
 MAX_SAMPLE_SECONDS = 1.0
+# Above this CPU seconds per wall second, a call runs threads of its own (BLAS, OpenMP). One busy
+# thread measures 1.0 give or take 0.2 on millisecond-long dry runs (clock granularity).
+INTERNAL_THREADS_RATIO = 1.5
+# Calls timed on a single thread when the function runs threads of its own: two show whether the
+# first was an outlier, and cost little next to the map they decide.
+SINGLE_THREAD_CALLS = 2
 # Inputs and outputs pickled to measure their transfer cost: sizes vary less than durations.
 PICKLE_PROBES = 8
 # An iterator of unknown length is read ahead, to learn whether the map is long enough to pay for
@@ -62,6 +69,8 @@ class Profile:
         seconds_stdev: their standard deviation (skew makes a slow tail).
         cpu_seconds_per_item: mean CPU seconds of the process per call; far below the wall time
             means waiting (I/O), far above means the function runs threads of its own (BLAS).
+        single_thread_seconds: for such a function, a call with its threads capped to one
+            (0 when not measured).
         bytes_in_per_item, bytes_out_per_item: pickled sizes of an input and of a result.
         pickle_seconds_in, pickle_seconds_out: seconds to pickle and unpickle one of each.
         function_bytes: the pickled size of the function (cloudpickle).
@@ -76,6 +85,7 @@ class Profile:
     seconds_per_item: float
     seconds_stdev: float = 0.0
     cpu_seconds_per_item: float = 0.0
+    single_thread_seconds: float = 0.0
     bytes_in_per_item: float = 0.0
     bytes_out_per_item: float = 0.0
     pickle_seconds_in: float = 0.0
@@ -156,7 +166,7 @@ def _stable_bytes(value: object) -> bytes:
         return repr(type(value)).encode()
 
 
-def _potential_speedup_budget(
+def _spent_its_share(
     elapsed: float, mean: float, n_items: int | None, max_parallelism: int, cpu_ratio: float
 ) -> bool:
     """True once the dry run has cost its share of the map's best possible time."""
@@ -197,110 +207,149 @@ def sample(
     """
     n_items = len(items) if isinstance(items, Sized) else None
     iterator = iter(items)
-    process = psutil.Process()
-    results: list[Any] = []
-    wall: list[float] = []
-    cpu_total = wall_total = cpu_steady_started = wall_steady_started = 0.0
-    bytes_in = bytes_out = pickle_in = pickle_out = 0.0
-    probes = 0
-    not_picklable = _function_pickle_problem(func)
-    function_bytes = 0 if not_picklable else len(cloudpickle.dumps(func))
-    started = time.perf_counter()
-    memory_before = process.memory_info().rss
-    memory_after_first = memory_before
-
-    for index in itertools.count():
-        try:
-            item = next(iterator)
-        except StopIteration:
-            n_items = index
+    meter = _Meter(func, start_index)
+    for item in iterator:
+        meter.call(item)
+        if _enough(meter, n_items, sample_size, max_parallelism):
             break
-        if (
-            index == 1
-        ):  # CPU over the whole steady phase: per call it is below the clock's resolution
-            cpu_steady_started, wall_steady_started = time.process_time(), time.perf_counter()
-        call_started = time.perf_counter()
-        try:
-            result = func(item)
-        except Exception as error:
-            error.add_note(f"amorsize: raised by item {start_index + index} during the dry run")
-            raise
-        wall.append(time.perf_counter() - call_started)
-        if index > 0:
-            cpu_total = time.process_time() - cpu_steady_started
-            wall_total = time.perf_counter() - wall_steady_started
-        else:
-            memory_after_first = process.memory_info().rss
-        results.append(result)
-        if probes < PICKLE_PROBES and not not_picklable:
-            try:
-                size_in, seconds_in = _probe_pickle(item)
-                size_out, seconds_out = _probe_pickle(result)
-            except Exception as error:  # any pickling error means processes are out
-                not_picklable = (
-                    f"item {start_index + index} or its result does not pickle ({error})"
-                )
-            else:
-                probes += 1
-                bytes_in += size_in
-                bytes_out += size_out
-                pickle_in += seconds_in
-                pickle_out += seconds_out
-        if _enough(
-            wall, cpu_total, time.perf_counter() - started, n_items, sample_size, max_parallelism
-        ):
-            break
-
-    steady = wall[1:] or wall
-    mean = sum(steady) / len(steady) if steady else 0.0
-    stdev = _stdev(steady)
-    memory_now = process.memory_info().rss
-    growth_per_call = max(0, memory_now - memory_after_first) / max(1, len(wall) - 1)
-    profile = Profile(
-        first_call_seconds=wall[0] if wall else 0.0,
-        seconds_per_item=mean,
-        seconds_stdev=stdev,
-        cpu_seconds_per_item=mean * (cpu_total / wall_total if wall_total > 0 else 1.0),
-        bytes_in_per_item=bytes_in / probes if probes else 0.0,
-        bytes_out_per_item=bytes_out / probes if probes else 0.0,
-        pickle_seconds_in=pickle_in / probes if probes else 0.0,
-        pickle_seconds_out=pickle_out / probes if probes else 0.0,
-        function_bytes=function_bytes,
-        warm_memory_bytes=max(0, memory_after_first - memory_before),
-        item_memory_bytes=int(max(growth_per_call, bytes_out / probes if probes else 0.0)),
-        sampled_items=len(wall),
-        sample_seconds=time.perf_counter() - started,
-        picklable=not not_picklable,
-        not_picklable_reason=not_picklable or "",
+    else:
+        n_items = meter.calls
+    if meter.cpu_ratio > INTERNAL_THREADS_RATIO:
+        # How fast is one call on one thread? Workers get a share of the CPUs each, so this is
+        # what a call costs in a parallel plan: measured here, not guessed from the CPU ratio.
+        with threadpool_limits(1):
+            for item in itertools.islice(iterator, SINGLE_THREAD_CALLS):
+                meter.call(item, single_thread=True)
+        if n_items is not None and meter.calls >= n_items:
+            n_items = meter.calls
+    profile = meter.profile()
+    rest, n_items, lower_bound = _look_ahead(iterator, n_items, meter.calls, profile)
+    log.debug(
+        "dry run: %d calls in %.4fs, %.6fs per call",
+        meter.calls,
+        profile.sample_seconds,
+        profile.seconds_per_item,
     )
-    rest, n_items, lower_bound = _look_ahead(iterator, n_items, len(results), profile)
-    log.debug("dry run: %d calls in %.4fs, %.6fs per call", len(wall), profile.sample_seconds, mean)
-    return Sample(profile, results, rest, n_items, lower_bound)
+    return Sample(profile, meter.results, rest, n_items, lower_bound)
+
+
+class _Meter:
+    """Calls the function on items one at a time and keeps what each call cost."""
+
+    def __init__(self, func: Callable[[Any], Any], start_index: int) -> None:
+        self.func = func
+        self.start_index = start_index
+        self.results: list[Any] = []
+        self.wall: list[float] = []
+        self.single_thread: list[float] = []
+        self.cpu_steady = self.wall_steady = 0.0
+        self.bytes_in = self.bytes_out = self.pickle_in = self.pickle_out = 0.0
+        self.probes = 0
+        self.not_picklable = _function_pickle_problem(func)
+        self.function_bytes = 0 if self.not_picklable else len(cloudpickle.dumps(func))
+        self.process = psutil.Process()
+        self.started = time.perf_counter()
+        self.memory_before = self.memory_after_first = self.process.memory_info().rss
+        self._cpu_mark = self._wall_mark = 0.0
+
+    @property
+    def calls(self) -> int:
+        return len(self.results)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def cpu_ratio(self) -> float:
+        """CPU per wall second over the steady calls: per call, CPU time is below resolution."""
+        return self.cpu_steady / self.wall_steady if self.wall_steady > 0 else 1.0
+
+    def call(self, item: Any, *, single_thread: bool = False) -> None:
+        index = self.start_index + self.calls
+        steady = self.calls > 0 and not single_thread
+        if steady and not self.wall_steady:
+            self._cpu_mark, self._wall_mark = time.process_time(), time.perf_counter()
+        started = time.perf_counter()
+        try:
+            result = self.func(item)
+        except Exception as error:
+            error.add_note(f"amorsize: raised by item {index} during the dry run")
+            raise
+        seconds = time.perf_counter() - started
+        if single_thread:
+            self.single_thread.append(seconds)
+        else:
+            self.wall.append(seconds)
+        if steady:
+            self.cpu_steady = time.process_time() - self._cpu_mark
+            self.wall_steady = time.perf_counter() - self._wall_mark
+        elif self.calls == 0:
+            self.memory_after_first = self.process.memory_info().rss
+        self.results.append(result)
+        if self.probes < PICKLE_PROBES and not self.not_picklable:
+            self._probe(index, item, result)
+
+    def _probe(self, index: int, item: Any, result: Any) -> None:
+        try:
+            size_in, seconds_in = _probe_pickle(item)
+            size_out, seconds_out = _probe_pickle(result)
+        except Exception as error:  # any pickling error rules processes out
+            self.not_picklable = f"item {index} or its result does not pickle ({error})"
+            return
+        self.probes += 1
+        self.bytes_in += size_in
+        self.bytes_out += size_out
+        self.pickle_in += seconds_in
+        self.pickle_out += seconds_out
+
+    def profile(self) -> Profile:
+        steady = self.wall[1:] or self.wall
+        mean = sum(steady) / len(steady) if steady else 0.0
+        probes = max(1, self.probes)
+        growth = max(0, self.process.memory_info().rss - self.memory_after_first)
+        per_call_growth = growth / max(1, self.calls - 1)
+        return Profile(
+            first_call_seconds=self.wall[0] if self.wall else 0.0,
+            seconds_per_item=mean,
+            seconds_stdev=_stdev(steady),
+            cpu_seconds_per_item=mean * self.cpu_ratio,
+            single_thread_seconds=(
+                sum(self.single_thread) / len(self.single_thread) if self.single_thread else 0.0
+            ),
+            bytes_in_per_item=self.bytes_in / probes,
+            bytes_out_per_item=self.bytes_out / probes,
+            pickle_seconds_in=self.pickle_in / probes,
+            pickle_seconds_out=self.pickle_out / probes,
+            function_bytes=self.function_bytes,
+            warm_memory_bytes=max(0, self.memory_after_first - self.memory_before),
+            item_memory_bytes=int(max(per_call_growth, self.bytes_out / probes)),
+            sampled_items=self.calls,
+            sample_seconds=self.elapsed,
+            picklable=not self.not_picklable,
+            not_picklable_reason=self.not_picklable,
+        )
 
 
 def _enough(
-    wall: list[float],
-    cpu_ratio: float,
-    elapsed: float,
-    n_items: int | None,
-    sample_size: int | None,
-    max_parallelism: int,
+    meter: _Meter, n_items: int | None, sample_size: int | None, max_parallelism: int
 ) -> bool:
     """Whether the dry run has seen enough calls (see the constants above for why)."""
-    steady = len(wall) - 1
+    steady = meter.calls - 1
     if sample_size is not None:
         return steady >= sample_size
     if steady < 1:
         return False
+    elapsed = meter.elapsed
     if elapsed >= MAX_SAMPLE_SECONDS:
         return True
-    mean = sum(wall[1:]) / steady
-    if steady >= MIN_STEADY_CALLS and _potential_speedup_budget(
-        elapsed, mean, n_items, max_parallelism, cpu_ratio
+    mean = sum(meter.wall[1:]) / steady
+    if steady >= MIN_STEADY_CALLS and _spent_its_share(
+        elapsed, mean, n_items, max_parallelism, meter.cpu_ratio
     ):
         return True
     if steady >= STABLE_CALLS and elapsed >= MIN_SAMPLE_SECONDS and mean > 0:
-        return _stdev(wall[1:]) / math.sqrt(steady) < STABLE_ERROR * mean
+        return _stdev(meter.wall[1:]) / math.sqrt(steady) < STABLE_ERROR * mean
     return False
 
 

@@ -313,7 +313,7 @@ _worker_function: Callable[[Any], Any] | None = None
 
 
 def _process_executor(plan: Plan, func: Callable[[Any], Any], inner_threads: int) -> Executor:
-    start_method = plan.start_method or "loky"
+    start_method = plan.start_method or ("fork" if fork_is_safe() else "loky")
     if start_method == "fork" and not fork_is_safe():
         log.warning(
             "The plan asks for fork, but %d threads are alive in this process; using loky's "
