@@ -14,7 +14,7 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -255,7 +255,7 @@ def _prepare(
     limits = detect(max_workers=options.max_workers, memory_limit=options.memory_limit)
     identity = function_identity(func)
     if plan is not None:
-        n_items = len(items) if hasattr(items, "__len__") else None
+        n_items = _length(items)
         plan = _fit_to_limits(plan, limits)
         if not plan.function:
             plan = plan.with_changes(function=identity[0], function_digest=identity[1])
@@ -267,7 +267,7 @@ def _prepare(
         usable, why, iterator = _usable_history(options.history, identity, items)
         if usable:
             profile = Profile.from_dict(options.history.profile)
-            n_items = len(items) if hasattr(items, "__len__") else None
+            n_items = _length(items)
             situation = Situation(
                 profile,
                 limits,
@@ -353,7 +353,7 @@ def _usable_history(
         first = next(iterator)
     except StopIteration:
         return True, "no items", []
-    rechained: Iterable[Any] = items if hasattr(items, "__len__") else _prepend(first, iterator)
+    rechained: Iterable[Any] = items if isinstance(items, Sized) else _prepend(first, iterator)
     recorded = float(record.profile.get("bytes_in_per_item", 0.0))
     try:
         size = len(pickle.dumps(first, protocol=pickle.HIGHEST_PROTOCOL))
@@ -370,6 +370,10 @@ def _usable_history(
         f"starting from the run of {record.finished_at} ({record.n_items} items)",
         rechained,
     )
+
+
+def _length(items: Iterable[Any]) -> int | None:
+    return len(items) if isinstance(items, Sized) else None
 
 
 def _prepend(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
@@ -419,7 +423,7 @@ class MapIterator(Iterator[Any]):
         """Stop the map now; workers are killed, pending items are dropped."""
         self._chunks.close()
 
-    def _generate(self) -> Iterator[list[Any]]:
+    def _generate(self) -> Generator[list[Any], None, None]:
         prepared = self._prepared
         done = len(prepared.results)
         with (

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .calibrate import Calibration
 from .limits import MAX_WORKERS_ENV, WorkerLimits
-from .plan import Candidate, Plan
+from .plan import Candidate, Plan, StartMethod
 from .profile import INTERNAL_THREADS_RATIO, Profile
 
 __all__ = ["Constraints", "Situation", "choose"]
@@ -286,7 +286,7 @@ def _threads(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
 def _processes(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
     profile, n = situation.profile, situation.n_remaining
     calibration, cpus = situation.calibration, situation.limits.cpus
-    start_method = "fork" if situation.fork_safe and calibration.fork_start else "loky"
+    start_method: StartMethod = "fork" if situation.fork_safe and calibration.fork_start else "loky"
     per_item, cpu_per_item = _call_seconds(profile, cpus, n_workers)
     transfer = (
         profile.bytes_in_per_item + profile.bytes_out_per_item

@@ -253,11 +253,11 @@ def _collect(
             f"({error}). Results and arguments must survive pickling; return plain values."
         ) from error
     if outcome[0] == "error":
-        _, index, error, remote_traceback = outcome
-        error.add_note(f"amorsize: raised by item {index} in a {plan.backend} worker")
+        _, index, raised, remote_traceback = outcome
+        raised.add_note(f"amorsize: raised by item {index} in a {plan.backend} worker")
         if remote_traceback:
-            error.add_note(f"Traceback in the worker:\n{remote_traceback}")
-        raise error
+            raised.add_note(f"Traceback in the worker:\n{remote_traceback}")
+        raise raised
     _, results, compute, cpu = outcome
     return results, compute, cpu
 
