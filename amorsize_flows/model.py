@@ -27,6 +27,10 @@ MIN_GAIN = 0.10
 # Plan at most 80% of the memory that is left: the caller, the allocator's slack and the page
 # cache need the rest, and an OOM kill costs the whole stage.
 MEMORY_HEADROOM = 0.8
+# The dry run sees only the first items; later ones may differ (inputs sorted by size are common),
+# so calls are assumed to vary by at least this share of their mean. It keeps a few chunks per
+# worker where dispatch is cheap, instead of betting everything on one chunk each.
+UNSEEN_VARIATION = 0.25
 # Threads per CPU at most, for work that mostly waits: past this, per-thread overhead and the
 # servers being waited on, not the CPUs, are the limit.
 THREADS_PER_CPU = 32
@@ -166,7 +170,10 @@ def _chunk_sizes(n_remaining: int, n_workers: int, constraints: Constraints) -> 
     if constraints.chunksize is not None:
         return [constraints.chunksize]
     largest = max(1, math.ceil(n_remaining / n_workers))
-    return sorted(set(_powers_of_two(1, largest)) | {largest})
+    # Sizes that split the items evenly into 1, 2, 4, ... rounds per worker leave no worker idle
+    # at the end; powers of two cover small chunks for skewed or cheap work.
+    even = {math.ceil(n_remaining / (n_workers * rounds)) for rounds in _powers_of_two(1, largest)}
+    return sorted(set(_powers_of_two(1, largest)) | even)
 
 
 def _powers_of_two(low: int, high: int) -> Iterator[int]:
@@ -237,12 +244,14 @@ def _tail(profile: Profile, n_workers: int, chunksize: int) -> float:
     The maximum of k draws of a normal variable lies about sqrt(2 ln k) deviations above the mean;
     a chunk's deviation grows with the square root of its items.
     """
-    if n_workers < 2 or profile.seconds_stdev <= 0:
+    if n_workers < 2:
         return 0.0
-    return profile.seconds_stdev * math.sqrt(chunksize) * math.sqrt(2 * math.log(n_workers))
+    stdev = max(profile.seconds_stdev, UNSEEN_VARIATION * profile.seconds_per_item)
+    return stdev * math.sqrt(chunksize) * math.sqrt(2 * math.log(n_workers))
 
 
 def _makespan(n_remaining: int, n_workers: int, chunksize: int, chunk_seconds: float) -> float:
+    """Seconds until the last chunk is done, chunks handed to whichever worker is free."""
     chunks = math.ceil(n_remaining / chunksize)
     return math.ceil(chunks / n_workers) * chunk_seconds
 
