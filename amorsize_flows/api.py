@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .calibrate import Calibration, get_calibration
 from .errors import MapCancelledError
 from .limits import WorkerLimits, detect
-from .model import Constraints, Situation, choose
+from .model import Constraints, Situation, choose, max_threads
 from .plan import BACKENDS, Plan, RunRecord
 from .profile import Profile, function_identity, sample
 from .runner import RunStats, fork_is_safe, run_plan
@@ -142,8 +142,9 @@ def run(
     stops the map and kills its workers.
     """
     iterator = imap(func, items, plan=plan, progress=progress, cancel=cancel, **options)
-    results: list[Any] = []
-    for chunk in iterator.chunks():
+    chunks = iterator.chunks()
+    results: list[Any] = next(chunks)  # the dry run's results: owned, not copied
+    for chunk in chunks:
         results.extend(chunk)
     assert iterator.record is not None
     return MapRun(results, iterator.plan, iterator.record)
@@ -285,8 +286,8 @@ def _prepare(
             "amorsize: %s: the previous run's record does not fit (%s); sampling", identity[0], why
         )
 
-    max_parallelism = max(limits.cpus, 32 * limits.cpus)
-    dry = sample(func, iterator, sample_size=options.sample_size, max_parallelism=max_parallelism)
+    parallelism = (limits.cpus, max_threads(limits))
+    dry = sample(func, iterator, sample_size=options.sample_size, parallelism=parallelism)
     done = len(dry.results)
     n_remaining = (dry.n_items if dry.n_items is not None else dry.n_items_lower_bound) - done
     trivial = (

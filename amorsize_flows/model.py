@@ -19,7 +19,7 @@ from .limits import MAX_WORKERS_ENV, WorkerLimits
 from .plan import Candidate, Plan, StartMethod
 from .profile import INTERNAL_THREADS_RATIO, Profile
 
-__all__ = ["Constraints", "Situation", "choose"]
+__all__ = ["Constraints", "Situation", "choose", "max_threads"]
 
 # A parallel plan must be predicted at least 10% faster than a plain loop: the model's errors on
 # short maps are of that order, and a loop never deadlocks, never pickles and never OOMs.
@@ -150,8 +150,8 @@ def _allowed_backends(situation: Situation, constraints: Constraints, notes: lis
     return allowed
 
 
-def _max_threads(situation: Situation) -> int:
-    limits = situation.limits
+def max_threads(limits: WorkerLimits) -> int:
+    """The most threads a map may use: many per CPU for waiting work, unless the caller capped it."""
     if limits.cpus_source in (MAX_WORKERS_ENV, "max_workers argument"):
         return limits.cpus  # the caller capped workers of every kind
     return THREADS_PER_CPU * limits.cpus
@@ -160,7 +160,7 @@ def _max_threads(situation: Situation) -> int:
 def _worker_counts(situation: Situation, constraints: Constraints, backend: str) -> list[int]:
     if constraints.n_jobs is not None:
         return [constraints.n_jobs]
-    cap = situation.limits.cpus if backend == "processes" else _max_threads(situation)
+    cap = situation.limits.cpus if backend == "processes" else max_threads(situation.limits)
     cap = min(cap, max(1, situation.n_remaining))
     counts = set(range(2, min(cap, 8) + 1)) | set(_powers_of_two(2, cap)) | {cap}
     return sorted(count for count in counts if count >= 2 or cap == 1)
@@ -277,10 +277,12 @@ def _threads(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
     profile, n = situation.profile, situation.n_remaining
     calibration, cpus = situation.calibration, situation.limits.cpus
     per_item, cpu_per_item = _call_seconds(profile, cpus, n_workers)
-    # Python code holds the GIL while it uses the CPU: that share of every call is serial. Native
-    # code that runs threads of its own is counted as serial too: OpenBLAS capped to one thread
-    # serializes concurrent calls behind a lock (measured: threads x2 gained 1.1x, processes 1.5x).
-    gil_bound = n * per_item * min(1.0, profile.cpu_ratio)
+    # The share of a call that holds the GIL is serial: measured by the dry run's two-thread probe,
+    # else taken as all of its CPU time. Native code running threads of its own counts as serial
+    # too: OpenBLAS capped to one thread serializes concurrent calls behind a lock (measured:
+    # threads x2 gained 1.1x where processes gained 1.5x).
+    gil_share = profile.gil_share if profile.gil_share is not None else profile.cpu_ratio
+    gil_bound = n * per_item * min(1.0, gil_share)
     cpu_bound = n * cpu_per_item / cpus
     chunk_seconds = chunksize * per_item + calibration.thread_task_seconds
     seconds = (

@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import pickle
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import asdict, dataclass, fields
@@ -23,17 +24,19 @@ import cloudpickle
 import psutil
 from threadpoolctl import threadpool_limits
 
-__all__ = ["Profile", "Sample", "function_identity", "sample"]
+__all__ = ["Parallelism", "Profile", "Sample", "function_identity", "sample"]
 
 log = logging.getLogger(__name__)
+
+Parallelism = tuple[int, int]  # (CPUs, threads) a map could use at most
 
 # The dry run may cost this share of the best time the map could take (its serial time divided by
 # the most parallelism it could get): at 2% the dry run's items, run serially, delay the whole map
 # by well under the 15% margin the project promises against the best fixed configuration.
 SAMPLE_FRACTION = 0.02
-# Steady-state calls needed before the fraction rule may stop the dry run: one to see the warm-up
-# apart from the steady state, one more to see whether calls vary.
-MIN_STEADY_CALLS = 2
+# Steady-state calls needed before the fraction rule may stop the dry run: one sees the warm-up
+# apart from the steady state; variation it cannot see is assumed by the model (UNSEEN_VARIATION).
+MIN_STEADY_CALLS = 1
 # With this many calls and a standard error under STABLE_ERROR of the mean, more calls would not
 # change the plan; cheap functions stop here after a few milliseconds.
 STABLE_CALLS = 10
@@ -48,6 +51,11 @@ INTERNAL_THREADS_RATIO = 1.5
 # Calls timed on a single thread when the function runs threads of its own: two show whether the
 # first was an outlier, and cost little next to the map they decide.
 SINGLE_THREAD_CALLS = 2
+# Calls this busy (CPU over wall) and this long get the two-thread GIL probe: below 0.5 they mostly
+# wait and overlap anyway; below 100 µs thread dispatch and the GIL's 5 ms switch interval decide.
+GIL_PROBE_RATIO = 0.5
+GIL_PROBE_MIN_SECONDS = 1e-4
+GIL_PROBE_PAIRS = 2
 # Inputs and outputs pickled to measure their transfer cost: sizes vary less than durations.
 PICKLE_PROBES = 8
 # An iterator of unknown length is read ahead, to learn whether the map is long enough to pay for
@@ -71,6 +79,8 @@ class Profile:
             means waiting (I/O), far above means the function runs threads of its own (BLAS).
         single_thread_seconds: for such a function, a call with its threads capped to one
             (0 when not measured).
+        gil_share: the share of a busy call that holds the GIL, measured by two calls at once on
+            two threads (0: threads overlap fully, 1: not at all); None when not measured.
         bytes_in_per_item, bytes_out_per_item: pickled sizes of an input and of a result.
         pickle_seconds_in, pickle_seconds_out: seconds to pickle and unpickle one of each.
         function_bytes: the pickled size of the function (cloudpickle).
@@ -86,6 +96,7 @@ class Profile:
     seconds_stdev: float = 0.0
     cpu_seconds_per_item: float = 0.0
     single_thread_seconds: float = 0.0
+    gil_share: float | None = None
     bytes_in_per_item: float = 0.0
     bytes_out_per_item: float = 0.0
     pickle_seconds_in: float = 0.0
@@ -167,15 +178,15 @@ def _stable_bytes(value: object) -> bytes:
 
 
 def _spent_its_share(
-    elapsed: float, mean: float, n_items: int | None, max_parallelism: int, cpu_ratio: float
+    elapsed: float, mean: float, n_items: int | None, parallelism: Parallelism, cpu_ratio: float
 ) -> bool:
     """True once the dry run has cost its share of the map's best possible time."""
     if n_items is None:
         return False
-    serial = mean * n_items
-    # Work that waits (cpu_ratio near 0) can run on many threads; CPU work on `cpus` at most.
-    parallelism = max(1.0, min(max_parallelism, 1.0 / max(cpu_ratio, 1.0 / max_parallelism)))
-    return elapsed >= SAMPLE_FRACTION * serial / parallelism
+    cpus, max_threads = parallelism
+    # CPU work runs on `cpus` workers at most; work that waits overlaps on many threads.
+    best = max(cpus, min(max_threads, 1.0 / max(cpu_ratio, 1.0 / max_threads)))
+    return elapsed >= SAMPLE_FRACTION * mean * n_items / best
 
 
 def _probe_pickle(value: object) -> tuple[int, float]:
@@ -190,7 +201,7 @@ def sample(
     items: Iterable[Any],
     *,
     sample_size: int | None = None,
-    max_parallelism: int = 1,
+    parallelism: Parallelism = (1, 1),
     start_index: int = 0,
 ) -> Sample:
     """Run ``func`` on the first few items here and measure what a call costs.
@@ -199,7 +210,7 @@ def sample(
         func: the function of one item.
         items: a sequence, or any iterable (consumed lazily and chained back into ``rest``).
         sample_size: steady-state calls to make after the first; adaptive when None.
-        max_parallelism: the most workers the map could use; bounds the dry run's share.
+        parallelism: (CPUs, threads) the map could use at most; bounds the dry run's share.
         start_index: the index of the first item, for error notes.
 
     Raises:
@@ -210,7 +221,7 @@ def sample(
     meter = _Meter(func, start_index)
     for item in iterator:
         meter.call(item)
-        if _enough(meter, n_items, sample_size, max_parallelism):
+        if _enough(meter, n_items, sample_size, parallelism):
             break
     else:
         n_items = meter.calls
@@ -220,8 +231,14 @@ def sample(
         with threadpool_limits(1):
             for item in itertools.islice(iterator, SINGLE_THREAD_CALLS):
                 meter.call(item, single_thread=True)
-        if n_items is not None and meter.calls >= n_items:
-            n_items = meter.calls
+    elif meter.cpu_ratio >= GIL_PROBE_RATIO and meter.mean >= GIL_PROBE_MIN_SECONDS:
+        # Busy calls: does the function hold the GIL (pure Python) or release it (hashing,
+        # compression, most of numpy)? Two calls at once on two threads tell; the least slowdown
+        # of GIL_PROBE_PAIRS pairs is the one least disturbed by other processes.
+        for _ in range(GIL_PROBE_PAIRS):
+            meter.call_pair(list(itertools.islice(iterator, 2)))
+    if n_items is not None and meter.calls >= n_items:
+        n_items = meter.calls
     profile = meter.profile()
     rest, n_items, lower_bound = _look_ahead(iterator, n_items, meter.calls, profile)
     log.debug(
@@ -242,6 +259,7 @@ class _Meter:
         self.results: list[Any] = []
         self.wall: list[float] = []
         self.single_thread: list[float] = []
+        self.gil_share: float | None = None
         self.cpu_steady = self.wall_steady = 0.0
         self.bytes_in = self.bytes_out = self.pickle_in = self.pickle_out = 0.0
         self.probes = 0
@@ -255,6 +273,12 @@ class _Meter:
     @property
     def calls(self) -> int:
         return len(self.results)
+
+    @property
+    def mean(self) -> float:
+        """Mean seconds of a steady call (the first one if there is no other)."""
+        steady = self.wall[1:] or self.wall
+        return sum(steady) / len(steady) if steady else 0.0
 
     @property
     def elapsed(self) -> float:
@@ -290,6 +314,45 @@ class _Meter:
         if self.probes < PICKLE_PROBES and not self.not_picklable:
             self._probe(index, item, result)
 
+    def call_pair(self, pair: list[Any]) -> None:
+        """Two calls at once on two threads; from how much each slowed down, the GIL share."""
+        if len(pair) < 2:
+            for item in pair:
+                self.call(item)
+            return
+        first = self.start_index + self.calls
+        outcomes: list[tuple[Any, float, float] | BaseException] = [ValueError(), ValueError()]
+        ready = threading.Barrier(2)
+
+        def call(slot: int) -> None:
+            ready.wait()
+            started = time.perf_counter()
+            try:
+                result = self.func(pair[slot])
+            except BaseException as error:
+                outcomes[slot] = error
+            else:
+                outcomes[slot] = (result, started, time.perf_counter())
+
+        threads = [threading.Thread(target=call, args=(slot,)) for slot in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for slot, outcome in enumerate(outcomes):
+            if isinstance(outcome, BaseException):
+                outcome.add_note(f"amorsize: raised by item {first + slot} during the dry run")
+                raise outcome
+        done = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+        # A thread starts its clock only once it holds the GIL, so each call's own duration says
+        # nothing; the span from the first start to the last finish does: about one call when
+        # the two ran at once, two calls when they took turns on one GIL.
+        span = max(finished for _, _, finished in done) - min(started for _, started, _ in done)
+        if self.mean:
+            share = min(1.0, max(0.0, span / self.mean - 1.0))
+            self.gil_share = share if self.gil_share is None else min(self.gil_share, share)
+        self.results.extend(result for result, _, _ in done)
+
     def _probe(self, index: int, item: Any, result: Any) -> None:
         try:
             size_in, seconds_in = _probe_pickle(item)
@@ -317,6 +380,7 @@ class _Meter:
             single_thread_seconds=(
                 sum(self.single_thread) / len(self.single_thread) if self.single_thread else 0.0
             ),
+            gil_share=self.gil_share,
             bytes_in_per_item=self.bytes_in / probes,
             bytes_out_per_item=self.bytes_out / probes,
             pickle_seconds_in=self.pickle_in / probes,
@@ -332,7 +396,7 @@ class _Meter:
 
 
 def _enough(
-    meter: _Meter, n_items: int | None, sample_size: int | None, max_parallelism: int
+    meter: _Meter, n_items: int | None, sample_size: int | None, parallelism: Parallelism
 ) -> bool:
     """Whether the dry run has seen enough calls (see the constants above for why)."""
     steady = meter.calls - 1
@@ -345,7 +409,7 @@ def _enough(
         return True
     mean = sum(meter.wall[1:]) / steady
     if steady >= MIN_STEADY_CALLS and _spent_its_share(
-        elapsed, mean, n_items, max_parallelism, meter.cpu_ratio
+        elapsed, mean, n_items, parallelism, meter.cpu_ratio
     ):
         return True
     if steady >= STABLE_CALLS and elapsed >= MIN_SAMPLE_SECONDS and mean > 0:

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import itertools
 import logging
+import operator
 import os
 import pickle
 import signal
@@ -139,27 +140,22 @@ def _serial(
     cancel: threading.Event | None,
     on_chunk: Callable[[int], None] | None,
 ) -> Iterator[list[Any]]:
-    """Run in the caller, in batches that grow until one takes about SERIAL_BATCH_SECONDS.
+    """Run in the caller, as tight as a plain loop.
 
-    Batches keep a cheap function's loop as tight as a plain one, while a slow function is still
-    checked for cancellation and reported after every call.
+    With nothing to check between calls and items that know their length (a list), one batch.
+    Otherwise batches grow until one takes about SERIAL_BATCH_SECONDS, so that a slow function is
+    still checked for cancellation and reported after every call.
     """
+    if cancel is None and on_chunk is None and hasattr(items, "__length_hint__"):
+        yield _serial_batch(func, items, operator.length_hint(items), start_index, stats)
+        return
     size, index = 1, start_index
     while batch := list(itertools.islice(items, size)):
         if cancel is not None and cancel.is_set():
             raise MapCancelledError(f"the map was cancelled before item {index}")
-        results: list[Any] = []
-        append = results.append
-        cpu_before = time.process_time()
         started = time.perf_counter()
-        try:
-            for item in batch:
-                append(func(item))
-        except Exception as error:
-            error.add_note(f"amorsize: raised by item {index + len(results)}")
-            raise
+        yield _serial_batch(func, iter(batch), len(batch), index, stats)
         elapsed = time.perf_counter() - started
-        stats.add_chunk(len(batch), elapsed, time.process_time() - cpu_before)
         if on_chunk is not None:
             on_chunk(len(batch))
         index += len(batch)
@@ -167,7 +163,23 @@ def _serial(
             size *= 2
         elif elapsed > SERIAL_BATCH_SECONDS * 2:
             size = max(1, size // 2)
-        yield results
+
+
+def _serial_batch(
+    func: Callable[[Any], Any], items: Iterator[Any], count: int, first: int, stats: RunStats
+) -> list[Any]:
+    """``list(map(func, items))`` (a C loop), timed, with the failing item named on error."""
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    try:
+        results = list(map(func, items))
+    except Exception as error:
+        # The iterator knows how many items are left: the one that failed was just before.
+        failed = first + count - operator.length_hint(items) - 1
+        error.add_note(f"amorsize: raised by item {failed}")
+        raise
+    stats.add_chunk(len(results), time.perf_counter() - started, time.process_time() - cpu_before)
+    return results
 
 
 # --- pools -------------------------------------------------------------------------------------

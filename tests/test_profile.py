@@ -13,7 +13,7 @@ from tests.workloads import append_to, busy, sleepy, square
 
 
 def test_results_are_kept_and_rest_continues_in_order() -> None:
-    dry = sample(square, list(range(1000)), max_parallelism=2)
+    dry = sample(square, list(range(1000)), parallelism=(2, 64))
     assert 2 <= len(dry.results) < 1000
     assert dry.results == [square(x) for x in range(len(dry.results))]
     assert list(dry.rest) == list(range(len(dry.results), 1000))
@@ -49,7 +49,7 @@ def test_short_generator_length_becomes_known() -> None:
 
 
 def test_empty_input() -> None:
-    dry = sample(square, [], max_parallelism=2)
+    dry = sample(square, [], parallelism=(2, 64))
     assert (dry.results, dry.n_items, dry.profile.sampled_items) == ([], 0, 0)
 
 
@@ -78,7 +78,7 @@ def test_unpicklable_function_is_reported_not_fatal() -> None:
 
 
 def test_dry_run_stays_small_for_cheap_functions() -> None:
-    dry = sample(square, range(1_000_000), max_parallelism=2)
+    dry = sample(square, range(1_000_000), parallelism=(2, 64))
     assert dry.profile.sample_seconds < MAX_SAMPLE_SECONDS / 10
     assert len(dry.results) < 100_000
 
@@ -103,3 +103,16 @@ def test_function_identity_tracks_code_and_partial_args() -> None:
         function_identity(functools.partial(append_to, log_path="a"))[1]
         != function_identity(functools.partial(append_to, log_path="b"))[1]
     )
+
+
+def test_gil_probe_tells_python_from_native_code() -> None:
+    import hashlib
+
+    def digest(data: bytes) -> bytes:
+        return hashlib.sha256(data).digest()  # releases the GIL for large buffers
+
+    python = sample(busy, [0.002] * 100, sample_size=5).profile
+    assert python.gil_share is not None and python.gil_share > 0.6
+    # Other processes on a busy machine can hide the overlap in one dry run; not in all three.
+    native = [sample(digest, [b"x" * (4 << 20)] * 40, sample_size=5).profile for _ in range(3)]
+    assert min(p.gil_share for p in native if p.gil_share is not None) < 0.5

@@ -12,11 +12,27 @@ def square(x: int) -> int:
     return x * x
 
 
+def _spin(iterations: int) -> int:
+    total = 0
+    for step in range(iterations):
+        total += step
+    return total
+
+
+def _iterations_per_second() -> float:
+    started = time.process_time()
+    _spin(200_000)
+    return 200_000 / max(time.process_time() - started, 1e-6)
+
+
+# A fixed amount of work, not a clock watched until it runs out: the same in every process and
+# on every backend (two threads watching the process's CPU clock would both stop early).
+_ITERATIONS_PER_SECOND = _iterations_per_second()
+
+
 def busy(seconds: float) -> float:
-    """Burn ``seconds`` of CPU in Python (holds the GIL)."""
-    deadline = time.process_time() + seconds
-    while time.process_time() < deadline:
-        pass
+    """Burn about ``seconds`` of CPU in pure Python, holding the GIL."""
+    _spin(int(seconds * _ITERATIONS_PER_SECOND))
     return seconds
 
 
