@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
 import pickle
 import signal
 import threading
@@ -20,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from .calibrate import Calibration, get_calibration
+from .calibrate import get_calibration
 from .errors import MapCancelledError
 from .limits import WorkerLimits, detect
 from .model import Constraints, Situation, choose, max_threads
@@ -297,7 +296,7 @@ def _prepare(
     situation = Situation(
         dry.profile,
         limits,
-        _no_calibration() if trivial else get_calibration(),
+        None if trivial else get_calibration(),
         n_remaining=n_remaining,
         n_items=dry.n_items,
         spent_seconds=dry.profile.sample_seconds,
@@ -316,11 +315,6 @@ def _prepare(
     return _Prepared(
         made, limits, dry.results, dry.rest, dry.n_items, dry.profile, dry.profile.sample_seconds
     )
-
-
-def _no_calibration() -> Calibration:
-    """Costs that rule out every pool, for maps too small to need the machine measured."""
-    return Calibration(None, (math.inf, 0.0), math.inf, (math.inf, 0.0), math.inf, math.inf, 0)
 
 
 def _fit_to_limits(plan: Plan, limits: WorkerLimits) -> Plan:

@@ -58,11 +58,13 @@ class Situation:
         fork_safe: whether forking is safe now (a single-threaded caller on a POSIX system).
         observed_startup: (start method, seconds) a previous run measured to start its workers,
             which includes importing the function's module, unlike the calibration.
+        calibration: the machine's costs; None for a map too small for any pool to pay off,
+            which is then planned serially without measuring the machine.
     """
 
     profile: Profile
     limits: WorkerLimits
-    calibration: Calibration
+    calibration: Calibration | None
     n_remaining: int
     n_items: int | None
     spent_seconds: float = 0.0
@@ -83,12 +85,14 @@ def choose(
     serial = Candidate("serial", 1, max(1, situation.n_remaining), _serial_seconds(situation))
     candidates = [serial]
     backends = _allowed_backends(situation, constraints, notes)
-    n_remaining = situation.n_remaining
-    if n_remaining > 1:
-        if "threads" in backends:
-            candidates += _best_per_worker_count(situation, constraints, "threads", notes)
-        if "processes" in backends:
-            candidates += _best_per_worker_count(situation, constraints, "processes", notes)
+    if situation.n_remaining > 1 and situation.calibration is not None:
+        unconstrained = constraints == Constraints()
+        for backend in ("threads", "processes"):
+            if backend not in backends:
+                continue
+            if unconstrained and _cannot_win(situation, backend, serial.predicted_seconds):
+                continue  # even an ideal plan of this kind loses: no need to weigh each one
+            candidates += _best_per_worker_count(situation, constraints, backend, notes)
     candidates.sort(key=lambda candidate: candidate.predicted_seconds)
     if constraints.backend is not None:
         forced = [c for c in candidates if c.backend == constraints.backend]
@@ -148,6 +152,25 @@ def _allowed_backends(situation: Situation, constraints: Constraints, notes: lis
         elif situation.limits.cpus < 2 and constraints.backend != "processes":
             allowed.discard("processes")
     return allowed
+
+
+def _cannot_win(situation: Situation, backend: str, serial_seconds: float) -> bool:
+    """Whether even an ideal plan of ``backend`` (free dispatch, perfect balance) loses."""
+    profile, limits, n = situation.profile, situation.limits, situation.n_remaining
+    calibration = situation.calibration
+    assert calibration is not None
+    work = n * profile.seconds_per_item
+    if backend == "threads":
+        start = calibration.thread_start_seconds(2)
+        gil_share = profile.gil_share if profile.gil_share is not None else profile.cpu_ratio
+        bound = start + max(work * min(1.0, gil_share), work / max_threads(limits))
+    else:
+        starts = [calibration.process_start_seconds("loky", 2)]
+        if calibration.fork_start is not None:
+            starts.append(calibration.process_start_seconds("fork", 2))
+        parent = n * (profile.pickle_seconds_in + profile.pickle_seconds_out) / 2
+        bound = min(starts) + max(work / limits.cpus, parent)
+    return bound > (1 - MIN_GAIN) * serial_seconds
 
 
 def max_threads(limits: WorkerLimits) -> int:
@@ -224,7 +247,7 @@ def _fits_in_memory(situation: Situation, backend: str, n_workers: int, chunksiz
     profile = situation.profile
     in_flight = chunksize * (profile.bytes_in_per_item + profile.bytes_out_per_item) * 2
     per_worker = profile.item_memory_bytes + in_flight
-    if backend == "processes":
+    if backend == "processes" and situation.calibration is not None:
         per_worker += situation.calibration.worker_memory_bytes + profile.warm_memory_bytes
     return n_workers * per_worker <= MEMORY_HEADROOM * situation.limits.memory_bytes
 
@@ -276,6 +299,7 @@ def _call_seconds(profile: Profile, cpus: int, n_workers: int) -> tuple[float, f
 def _threads(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
     profile, n = situation.profile, situation.n_remaining
     calibration, cpus = situation.calibration, situation.limits.cpus
+    assert calibration is not None
     per_item, cpu_per_item = _call_seconds(profile, cpus, n_workers)
     # The share of a call that holds the GIL is serial: measured by the dry run's two-thread probe,
     # else taken as all of its CPU time. Native code running threads of its own counts as serial
@@ -297,6 +321,7 @@ def _threads(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
 def _processes(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
     profile, n = situation.profile, situation.n_remaining
     calibration, cpus = situation.calibration, situation.limits.cpus
+    assert calibration is not None
     start_method: StartMethod = "fork" if situation.fork_safe and calibration.fork_start else "loky"
     per_item, cpu_per_item = _call_seconds(profile, cpus, n_workers)
     transfer = (
