@@ -1,0 +1,1 @@
+"""Example pipelines built on amorsize-flows (need the `examples` extra: scikit-learn)."""
