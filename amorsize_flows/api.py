@@ -286,7 +286,13 @@ def _prepare(
         )
 
     parallelism = (limits.cpus, max_threads(limits))
-    dry = sample(func, iterator, sample_size=options.sample_size, parallelism=parallelism)
+    dry = sample(
+        func,
+        iterator,
+        sample_size=options.sample_size,
+        parallelism=parallelism,
+        processes_possible=not limits.daemonic and limits.cpus > 1,
+    )
     done = len(dry.results)
     n_remaining = (dry.n_items if dry.n_items is not None else dry.n_items_lower_bound) - done
     trivial = (

@@ -51,11 +51,17 @@ INTERNAL_THREADS_RATIO = 1.5
 # Calls timed on a single thread when the function runs threads of its own: two show whether the
 # first was an outlier, and cost little next to the map they decide.
 SINGLE_THREAD_CALLS = 2
+# The process CPU clock advances in coarse steps on some kernels: below this much steady wall time
+# its ratio to the wall clock is noise (0.3 to 3 measured on microsecond calls).
+MIN_RATIO_SECONDS = 1e-3
 # Calls this busy (CPU over wall) and this long get the two-thread GIL probe: below 0.5 they mostly
 # wait and overlap anyway; below 100 µs thread dispatch and the GIL's 5 ms switch interval decide.
 GIL_PROBE_RATIO = 0.5
 GIL_PROBE_MIN_SECONDS = 1e-4
-GIL_PROBE_PAIRS = 2
+# The probe costs about one call of lost parallelism, so it runs only where threads could beat
+# processes: when pickling an item and its result costs this share of the call, or when processes
+# are impossible (a daemonic worker, a function that does not pickle).
+GIL_PROBE_PICKLE_SHARE = 0.1
 # Inputs and outputs pickled to measure their transfer cost: sizes vary less than durations.
 PICKLE_PROBES = 8
 # An iterator of unknown length is read ahead, to learn whether the map is long enough to pay for
@@ -202,6 +208,7 @@ def sample(
     *,
     sample_size: int | None = None,
     parallelism: Parallelism = (1, 1),
+    processes_possible: bool = True,
     start_index: int = 0,
 ) -> Sample:
     """Run ``func`` on the first few items here and measure what a call costs.
@@ -211,6 +218,7 @@ def sample(
         items: a sequence, or any iterable (consumed lazily and chained back into ``rest``).
         sample_size: steady-state calls to make after the first; adaptive when None.
         parallelism: (CPUs, threads) the map could use at most; bounds the dry run's share.
+        processes_possible: False inside a daemonic process, where only threads can help.
         start_index: the index of the first item, for error notes.
 
     Raises:
@@ -231,12 +239,10 @@ def sample(
         with threadpool_limits(1):
             for item in itertools.islice(iterator, SINGLE_THREAD_CALLS):
                 meter.call(item, single_thread=True)
-    elif meter.cpu_ratio >= GIL_PROBE_RATIO and meter.mean >= GIL_PROBE_MIN_SECONDS:
+    elif _gil_probe_can_matter(meter, processes_possible):
         # Busy calls: does the function hold the GIL (pure Python) or release it (hashing,
-        # compression, most of numpy)? Two calls at once on two threads tell; the least slowdown
-        # of GIL_PROBE_PAIRS pairs is the one least disturbed by other processes.
-        for _ in range(GIL_PROBE_PAIRS):
-            meter.call_pair(list(itertools.islice(iterator, 2)))
+        # compression, most of numpy)? Two calls at once on two threads tell.
+        meter.call_pair(list(itertools.islice(iterator, 2)))
     if n_items is not None and meter.calls >= n_items:
         n_items = meter.calls
     profile = meter.profile()
@@ -287,7 +293,9 @@ class _Meter:
     @property
     def cpu_ratio(self) -> float:
         """CPU per wall second over the steady calls: per call, CPU time is below resolution."""
-        return self.cpu_steady / self.wall_steady if self.wall_steady > 0 else 1.0
+        if self.wall_steady < MIN_RATIO_SECONDS:
+            return 1.0  # too short to tell: assume one busy thread, the common case
+        return self.cpu_steady / self.wall_steady
 
     def call(self, item: Any, *, single_thread: bool = False) -> None:
         index = self.start_index + self.calls
@@ -393,6 +401,16 @@ class _Meter:
             picklable=not self.not_picklable,
             not_picklable_reason=self.not_picklable,
         )
+
+
+def _gil_probe_can_matter(meter: _Meter, processes_possible: bool) -> bool:
+    """Whether knowing the GIL share could change the plan (see GIL_PROBE_* above)."""
+    if meter.cpu_ratio < GIL_PROBE_RATIO or meter.mean < GIL_PROBE_MIN_SECONDS:
+        return False
+    if not processes_possible or meter.not_picklable:
+        return True
+    pickling = (meter.pickle_in + meter.pickle_out) / max(1, meter.probes)
+    return pickling >= GIL_PROBE_PICKLE_SHARE * meter.mean
 
 
 def _enough(

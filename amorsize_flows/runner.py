@@ -277,12 +277,13 @@ def _collect(
 def _abort(
     executor: Executor, pending: deque[tuple[int, int, Future[Any]]], cancel: threading.Event | None
 ) -> None:
-    """Stop at once: cancel what has not started and kill the workers that run the rest."""
-    for _, _, future in pending:
-        future.cancel()
+    """Stop at once: kill the workers, or cancel what has not started on threads."""
     if isinstance(executor, loky.ProcessPoolExecutor):
+        # loky fails the pending futures itself; cancelling them first races its manager thread.
         executor.shutdown(wait=True, kill_workers=True)
     else:
+        for _, _, future in pending:
+            future.cancel()
         # Threads cannot be killed: the chunks stop between items once `cancel` is set.
         if cancel is not None:
             cancel.set()
