@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Si
 from dataclasses import dataclass, replace
 from typing import Any
 
+import cloudpickle
 from tqdm.auto import tqdm
 
 from .calibrate import get_calibration
@@ -26,6 +27,7 @@ from .model import Constraints, Situation, choose, max_threads
 from .plan import BACKENDS, Plan, RunRecord
 from .profile import Profile, function_identity, sample
 from .runner import RunStats, fork_is_safe, run_plan
+from .worker_start import fresh_load_seconds
 
 __all__ = ["MapIterator", "MapRun", "execute", "imap", "optimize", "run"]
 
@@ -309,6 +311,8 @@ def _prepare(
         fork_safe=fork_safe,
     )
     made = choose(situation, constraints, function=identity)
+    if made.start_method == "loky" and situation.calibration is not None:
+        made = _with_fresh_worker_cost(func, situation, constraints, identity, made)
     if n_remaining == 0:
         made = made.with_changes(reason=f"Serial: all {done} items ran in the dry run.")
     log.info(
@@ -320,6 +324,25 @@ def _prepare(
     )
     return _Prepared(
         made, limits, dry.results, dry.rest, dry.n_items, dry.profile, dry.profile.sample_seconds
+    )
+
+
+def _with_fresh_worker_cost(
+    func: Callable[[Any], Any],
+    situation: Situation,
+    constraints: Constraints,
+    identity: tuple[str, str],
+    made: Plan,
+) -> Plan:
+    """Plan again knowing what a fresh worker pays to load the function (measured once)."""
+    assert situation.calibration is not None
+    loaded = fresh_load_seconds(cloudpickle.dumps(func))
+    if loaded is None:
+        return made
+    startup = situation.calibration.process_start_seconds("loky", made.n_jobs) + loaded
+    log.info("amorsize: %s: a fresh worker takes %.3fs to load it", identity[0], loaded)
+    return choose(
+        replace(situation, observed_startup=("loky", startup)), constraints, function=identity
     )
 
 
