@@ -149,8 +149,11 @@ class AmorsizeOperator(BaseOperator):
         ti.xcom_push(key=PLAN_XCOM_KEY, value=outcome.plan.to_dict())
         ti.xcom_push(key=RUN_XCOM_KEY, value=outcome.record.to_dict())
         self.log.info("amorsize plan and run:\n%s", plan_table(outcome.plan, outcome.record))
-        value = self.reducer(outcome.results) if self.reducer is not None else outcome.results
-        return deliver(value, self, context)
+        if self.reducer is not None:
+            return deliver(self.reducer(outcome.results), self, context)
+        measured = outcome.record.profile.get("bytes_out_per_item")
+        pickled = measured * len(outcome.results) if isinstance(measured, (int, float)) else None
+        return deliver(outcome.results, self, context, pickled_bytes=pickled)
 
     def on_kill(self) -> None:
         """SIGTERM, execution_timeout or a user marking the task: stop the map and its workers.
