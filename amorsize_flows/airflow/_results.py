@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-__all__ = ["deliver"]
+__all__ = ["deliver", "read_results"]
 
 
 # JSON takes at most this many times the bytes of the pickled values the run measured (a float
@@ -52,6 +52,14 @@ def deliver(value: Any, operator: Any, context: Any, pickled_bytes: float | None
         path,
     )
     return str(path)
+
+
+def read_results(value: Any) -> Any:
+    """What a downstream task gets back: the results themselves, whether the stage returned them
+    through XCom or wrote them to storage and returned the path."""
+    if isinstance(value, str) and "://" in value:
+        return json.loads(ObjectStoragePath(value).read_text())
+    return value
 
 
 def _target(operator: Any, context: Any) -> ObjectStoragePath:

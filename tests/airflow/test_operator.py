@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -61,11 +62,12 @@ def test_results_over_the_limit_go_to_storage_not_xcom(dagbag, xcoms) -> None:
     pushed = xcoms(run)
     path = pushed[("big", "return_value")]
     assert isinstance(path, str) and path.startswith("file://")
-    from airflow.sdk import ObjectStoragePath
+    from amorsize_flows.airflow import read_results
 
-    stored = json.loads(ObjectStoragePath(path).read_text())
+    stored = read_results(path)
     assert len(stored) == 300 and stored[7].endswith("7")
     assert pushed[("reduced", "return_value")] == sum(x * x for x in range(300))
+    assert read_results([1, 2]) == [1, 2]  # results that went through XCom pass unchanged
 
 
 def test_an_item_error_fails_the_task_naming_the_item(
@@ -128,4 +130,4 @@ def test_example_retraining_dag_succeeds_end_to_end(dagbag, xcoms) -> None:
         assert amz.RunRecord.from_dict(pushed[(stage, "amorsize_run")]).n_items > 0
     result = pushed[("evaluate_and_save", "return_value")]
     assert result["accuracy"] > 0.9
-    assert json.loads(open(result["metrics"]).read())["accuracy"] == result["accuracy"]
+    assert json.loads(Path(result["metrics"]).read_text())["accuracy"] == result["accuracy"]
