@@ -100,6 +100,7 @@ class Calibration:
         return cls(**values)
 
 
+@functools.lru_cache(maxsize=1)
 def _fingerprint() -> str:
     """What the measurements depend on: change any of it and they are taken again."""
     facts = [

@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import logging
 import math
+import operator
 import pickle
 import threading
 import time
@@ -62,6 +63,10 @@ GIL_PROBE_MIN_SECONDS = 1e-4
 # processes: when pickling an item and its result costs this share of the call, or when processes
 # are impossible (a daemonic worker, a function that does not pickle).
 GIL_PROBE_PICKLE_SHARE = 0.1
+# Calls cheaper than this are timed a batch at a time once the first few were timed alone: two
+# clock readings around each would cost more than the call and double the dry run's cost.
+CHEAP_CALL_SECONDS = 1e-5
+CHEAP_BATCH = 64
 # Inputs and outputs pickled to measure their transfer cost: sizes vary less than durations.
 PICKLE_PROBES = 8
 # An iterator of unknown length is read ahead, to learn whether the map is long enough to pay for
@@ -227,12 +232,18 @@ def sample(
     n_items = len(items) if isinstance(items, Sized) else None
     iterator = iter(items)
     meter = _Meter(func, start_index)
-    for item in iterator:
-        meter.call(item)
-        if _enough(meter, n_items, sample_size, parallelism):
+    while not _enough(meter, n_items, sample_size, parallelism):
+        cheap = meter.calls > PICKLE_PROBES and meter.mean < CHEAP_CALL_SECONDS
+        batch = list(
+            itertools.islice(iterator, CHEAP_BATCH if cheap and sample_size is None else 1)
+        )
+        if not batch:
+            n_items = meter.calls
             break
-    else:
-        n_items = meter.calls
+        if len(batch) == 1:
+            meter.call(batch[0])
+        else:
+            meter.call_batch(batch)
     if meter.cpu_ratio > INTERNAL_THREADS_RATIO:
         # How fast is one call on one thread? Workers get a share of the CPUs each, so this is
         # what a call costs in a parallel plan: measured here, not guessed from the CPU ratio.
@@ -269,8 +280,7 @@ class _Meter:
         self.cpu_steady = self.wall_steady = 0.0
         self.bytes_in = self.bytes_out = self.pickle_in = self.pickle_out = 0.0
         self.probes = 0
-        self.not_picklable = _function_pickle_problem(func)
-        self.function_bytes = 0 if self.not_picklable else len(cloudpickle.dumps(func))
+        self.function_bytes, self.not_picklable = _pickled_function_size(func)
         self.process = psutil.Process()
         self.started = time.perf_counter()
         self.memory_before = self.memory_after_first = self.process.memory_info().rss
@@ -321,6 +331,24 @@ class _Meter:
         self.results.append(result)
         if self.probes < PICKLE_PROBES and not self.not_picklable:
             self._probe(index, item, result)
+
+    def call_batch(self, batch: list[Any]) -> None:
+        """Time a batch of cheap calls at once: around each, the clock would cost more than them."""
+        first = self.start_index + self.calls
+        if not self.wall_steady:
+            self._cpu_mark, self._wall_mark = time.process_time(), time.perf_counter()
+        remaining = iter(batch)
+        started = time.perf_counter()
+        try:
+            results = list(map(self.func, remaining))
+        except Exception as error:
+            failed = first + len(batch) - operator.length_hint(remaining) - 1
+            error.add_note(f"amorsize: raised by item {failed} during the dry run")
+            raise
+        self.wall.append((time.perf_counter() - started) / len(batch))
+        self.cpu_steady = time.process_time() - self._cpu_mark
+        self.wall_steady = time.perf_counter() - self._wall_mark
+        self.results.extend(results)
 
     def call_pair(self, pair: list[Any]) -> None:
         """Two calls at once on two threads; from how much each slowed down, the GIL share."""
@@ -425,7 +453,7 @@ def _enough(
     elapsed = meter.elapsed
     if elapsed >= MAX_SAMPLE_SECONDS:
         return True
-    mean = sum(meter.wall[1:]) / steady
+    mean = meter.mean
     if steady >= MIN_STEADY_CALLS and _spent_its_share(
         elapsed, mean, n_items, parallelism, meter.cpu_ratio
     ):
@@ -442,12 +470,12 @@ def _stdev(values: list[float]) -> float:
     return math.sqrt(sum((value - mean) ** 2 for value in values) / (len(values) - 1))
 
 
-def _function_pickle_problem(func: Callable[..., Any]) -> str:
+def _pickled_function_size(func: Callable[..., Any]) -> tuple[int, str]:
+    """The function's size through cloudpickle, or why it does not pickle."""
     try:
-        cloudpickle.dumps(func)
+        return len(cloudpickle.dumps(func)), ""
     except Exception as error:
-        return f"the function does not pickle, even with cloudpickle ({error})"
-    return ""
+        return 0, f"the function does not pickle, even with cloudpickle ({error})"
 
 
 def _look_ahead(
