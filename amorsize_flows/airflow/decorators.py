@@ -22,7 +22,7 @@ from .operators import AmorsizeOperator
 __all__ = ["amorsize_task"]
 
 
-class _AmorsizeDecoratedOperator(DecoratedOperator, AmorsizeOperator):
+class _AmorsizeDecoratedOperator(DecoratedOperator, AmorsizeOperator):  # type: ignore[misc]
     """Binds the call's first argument to ``items`` and the rest to ``op_kwargs``."""
 
     custom_operator_name = "@task.amorsize"

@@ -98,8 +98,8 @@ class AmorsizeOperator(BaseOperator):
         # takes no arguments, so it is kept out of them and called in execute().
         self.items_loader = items if callable(items) else None
         self.items = None if callable(items) else items
-        self.op_kwargs = dict(op_kwargs or {})
-        self.planner_options = {
+        self.op_kwargs: Mapping[str, Any] = dict(op_kwargs or {})
+        self.planner_options: dict[str, Any] = {
             name: value
             for name, value in {
                 "max_workers": max_workers,
