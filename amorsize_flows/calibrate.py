@@ -46,6 +46,13 @@ _START_REPEATS = 3
 _DISPATCH_TASKS = 300
 # Large enough that the pipe's bandwidth, not per-task latency, dominates the round trip.
 _PIPE_PAYLOAD_BYTES = 8 << 20
+# Tasks of about this much CPU keep every worker busy while the hand-off cost is measured: long
+# against the hand-off, short enough that the measurement takes a tenth of a second.
+_LOADED_TASK_SECONDS = 0.002
+_LOADED_TASKS = 200
+_CALL_REPEATS = 11
+# Bumped whenever what is measured changes, so that older caches are measured again.
+_CALIBRATION_VERSION = "2"
 # The calibration subprocess normally takes 1 to 3 s; past this something is wrong.
 _CALIBRATION_TIMEOUT_SECONDS = 120
 
@@ -55,12 +62,15 @@ class Calibration:
     """Costs of parallelism on this machine, in seconds and bytes.
 
     ``*_start`` pairs are ``(fixed, per_worker)``: starting ``k`` workers and shutting them down
-    again costs ``fixed + per_worker * k`` seconds.
+    again costs ``fixed + per_worker * k`` seconds. ``process_task_seconds`` is what one task
+    costs with idle CPUs; ``process_task_loaded_seconds`` what it costs when the workers keep
+    every CPU busy, and the caller's side of each hand-off must wait for a CPU.
     """
 
     fork_start: tuple[float, float] | None
     loky_start: tuple[float, float]
     process_task_seconds: float
+    process_task_loaded_seconds: float
     thread_start: tuple[float, float]
     thread_task_seconds: float
     pipe_bytes_per_second: float
@@ -92,7 +102,12 @@ class Calibration:
             values[name] = None if pair is None else (float(pair[0]), float(pair[1]))
         if values["loky_start"] is None:
             raise ValueError("loky_start is missing")
-        for name in ("process_task_seconds", "thread_task_seconds", "pipe_bytes_per_second"):
+        for name in (
+            "process_task_seconds",
+            "process_task_loaded_seconds",
+            "thread_task_seconds",
+            "pipe_bytes_per_second",
+        ):
             values[name] = float(values[name])
             if not values[name] > 0:
                 raise ValueError(f"{name} must be positive")
@@ -113,6 +128,7 @@ def _fingerprint() -> str:
         loky.__version__,
         cloudpickle.__version__,
         _version(),
+        _CALIBRATION_VERSION,
     ]
     return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:16]
 
@@ -234,6 +250,38 @@ def _process_costs() -> tuple[float, float, int]:
     return task_seconds, 2 * _PIPE_PAYLOAD_BYTES / round_trip, worker_memory
 
 
+def _spin(iterations: int) -> int:
+    total = 0
+    for step in range(iterations):
+        total += step
+    return total
+
+
+def _timed_spin(iterations: int) -> float:
+    started = time.perf_counter()
+    _spin(iterations)
+    return time.perf_counter() - started
+
+
+def _loaded_task_seconds(n_workers: int) -> float:
+    """Per-task overhead while every worker is busy: elapsed beyond the ideal, per task."""
+    started = time.perf_counter()
+    _spin(200_000)
+    iterations = int(200_000 * _LOADED_TASK_SECONDS / (time.perf_counter() - started))
+    executor = loky.ProcessPoolExecutor(max_workers=n_workers, context=get_context("loky"))
+    try:
+        list(executor.map(_spin, [iterations] * n_workers))  # every worker up and warm
+        call = statistics.median(_timed_spin(iterations) for _ in range(_CALL_REPEATS))
+        started = time.perf_counter()
+        for future in [executor.submit(_spin, iterations) for _ in range(_LOADED_TASKS)]:
+            future.result()
+        elapsed = time.perf_counter() - started
+    finally:
+        executor.shutdown(wait=True)
+    ideal = _LOADED_TASKS * call / n_workers
+    return max(0.0, elapsed - ideal) * n_workers / _LOADED_TASKS
+
+
 def _thread_costs(n_many: int) -> tuple[tuple[float, float], float]:
     def start(n_workers: int) -> float:
         started = time.perf_counter()
@@ -257,11 +305,14 @@ def measure() -> Calibration:
     fork_start = _start_pair("fork", n_many) if hasattr(os, "fork") else None
     loky_start = _start_pair("loky", n_many)
     task_seconds, bandwidth, worker_memory = _process_costs()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    loaded_task_seconds = max(task_seconds, _loaded_task_seconds(cpus))
     thread_start, thread_task_seconds = _thread_costs(n_many)
     return Calibration(
         fork_start=fork_start,
         loky_start=loky_start,
         process_task_seconds=task_seconds,
+        process_task_loaded_seconds=loaded_task_seconds,
         thread_start=thread_start,
         thread_task_seconds=thread_task_seconds,
         pipe_bytes_per_second=bandwidth,

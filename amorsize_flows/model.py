@@ -331,10 +331,12 @@ def _processes(situation: Situation, n_workers: int, chunksize: int) -> Candidat
     worker_side = (profile.pickle_seconds_in + profile.pickle_seconds_out) / 2
     parent_side = worker_side
     chunks = math.ceil(n / chunksize)
-    chunk_seconds = (
-        chunksize * (per_item + worker_side + transfer) + calibration.process_task_seconds
-    )
-    parent_seconds = n * parent_side + chunks * calibration.process_task_seconds
+    # A hand-off costs more when the workers keep every CPU busy: the caller's side waits for one.
+    busy = min(1.0, n_workers * min(1.0, profile.cpu_ratio) / cpus)
+    idle, loaded = calibration.process_task_seconds, calibration.process_task_loaded_seconds
+    task_seconds = idle + (loaded - idle) * busy
+    chunk_seconds = chunksize * (per_item + worker_side + transfer) + task_seconds
+    parent_seconds = n * parent_side + chunks * task_seconds
     cpu_seconds = n * (cpu_per_item + 2 * worker_side)
     if situation.observed_startup and situation.observed_startup[0] == start_method:
         startup = situation.observed_startup[1]

@@ -63,6 +63,8 @@ GIL_PROBE_MIN_SECONDS = 1e-4
 # processes: when pickling an item and its result costs this share of the call, or when processes
 # are impossible (a daemonic worker, a function that does not pickle).
 GIL_PROBE_PICKLE_SHARE = 0.1
+# Below this share, calls overlapped: a second pair must agree before threads are trusted.
+GIL_RELEASED_SHARE = 0.5
 # Calls cheaper than this are timed a batch at a time once the first few were timed alone: two
 # clock readings around each would cost more than the call and double the dry run's cost.
 CHEAP_CALL_SECONDS = 1e-5
@@ -252,8 +254,11 @@ def sample(
                 meter.call(item, single_thread=True)
     elif _gil_probe_can_matter(meter, processes_possible):
         # Busy calls: does the function hold the GIL (pure Python) or release it (hashing,
-        # compression, most of numpy)? Two calls at once on two threads tell.
+        # compression, most of numpy)? Two calls at once on two threads tell. Believing in
+        # overlap wrongly would put pure Python on threads, so a second pair must confirm it.
         meter.call_pair(list(itertools.islice(iterator, 2)))
+        if meter.gil_share is not None and meter.gil_share < GIL_RELEASED_SHARE:
+            meter.call_pair(list(itertools.islice(iterator, 2)))
     if n_items is not None and meter.calls >= n_items:
         n_items = meter.calls
     profile = meter.profile()
@@ -357,37 +362,32 @@ class _Meter:
                 self.call(item)
             return
         first = self.start_index + self.calls
-        outcomes: list[tuple[Any, float, float] | BaseException] = [ValueError(), ValueError()]
-        ready = threading.Barrier(2)
+        outcomes: list[Any] = [None, None]
 
         def call(slot: int) -> None:
-            ready.wait()
-            started = time.perf_counter()
             try:
-                result = self.func(pair[slot])
+                outcomes[slot] = (self.func(pair[slot]),)
             except BaseException as error:
                 outcomes[slot] = error
-            else:
-                outcomes[slot] = (result, started, time.perf_counter())
 
-        threads = [threading.Thread(target=call, args=(slot,)) for slot in (0, 1)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        # One call on a new thread, the other here at once; the span of both tells: about one
+        # call when they ran at the same time, two when they took turns on one GIL. (Waiting on
+        # a barrier first would not do: a thread woken from it may wait for the GIL longer than
+        # a whole call.)
+        started = time.perf_counter()
+        other = threading.Thread(target=call, args=(1,))
+        other.start()
+        call(0)
+        other.join()
+        span = time.perf_counter() - started
         for slot, outcome in enumerate(outcomes):
             if isinstance(outcome, BaseException):
                 outcome.add_note(f"amorsize: raised by item {first + slot} during the dry run")
                 raise outcome
-        done = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
-        # A thread starts its clock only once it holds the GIL, so each call's own duration says
-        # nothing; the span from the first start to the last finish does: about one call when
-        # the two ran at once, two calls when they took turns on one GIL.
-        span = max(finished for _, _, finished in done) - min(started for _, started, _ in done)
         if self.mean:
             share = min(1.0, max(0.0, span / self.mean - 1.0))
-            self.gil_share = share if self.gil_share is None else min(self.gil_share, share)
-        self.results.extend(result for result, _, _ in done)
+            self.gil_share = share if self.gil_share is None else max(self.gil_share, share)
+        self.results.extend(outcome[0] for outcome in outcomes)
 
     def _probe(self, index: int, item: Any, result: Any) -> None:
         try:

@@ -15,6 +15,7 @@ CALIBRATION = Calibration(
     fork_start=(0.008, 0.004),
     loky_start=(0.08, 0.01),
     process_task_seconds=1e-4,
+    process_task_loaded_seconds=3e-4,
     thread_start=(1e-4, 1e-4),
     thread_task_seconds=7e-6,
     pipe_bytes_per_second=7e8,
