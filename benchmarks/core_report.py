@@ -1,0 +1,437 @@
+"""The core benchmark's verdicts, tables and chart, from the times its children measured.
+
+The bar (from the issue), checked on every shape:
+
+- ``execute <= 1.15 * best fixed + 0.020 s``: the dry run and the model cost little next to the
+  best configuration a person could have fixed by hand with our runner;
+- ``execute <= 1.05 * best peer``: never worse than what a user would write without us (a plain
+  loop, ``multiprocessing.Pool().map``, ``ProcessPoolExecutor().map``, ``joblib.Parallel``);
+- ``|estimated - achieved| / achieved <= 25%``, where achieved = loop / execute, on shapes whose
+  loop takes at least 0.5 s (below that, start-up noise dominates a ratio of two times).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .workloads import Shape
+
+__all__ = ["Runs", "Summary", "chart", "console", "markdown", "summarize"]
+
+FIXED_FACTOR, FIXED_SLACK_SECONDS = 1.15, 0.020
+PEER_FACTOR = 1.05
+ESTIMATE_TOLERANCE = 0.25
+ESTIMATE_MIN_LOOP_SECONDS = 0.5
+
+LOOP, EXECUTE = "loop", "execute"
+PEER_LABELS = {
+    "loop": "loop",
+    "pool": "Pool().map",
+    "executor": "ProcessPoolExecutor().map",
+    "joblib": "joblib Parallel(-1)",
+}
+_CHART_BARS = ("loop", "pool", "executor", "joblib", "best fixed", "execute")
+
+
+@dataclass
+class Runs:
+    """Every run of one configuration on one shape."""
+
+    config: str
+    seconds: list[float] = field(default_factory=list)
+    totals: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    plans: list[dict[str, Any] | None] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, output: Mapping[str, Any] | None, total: float, error: str) -> None:
+        """Keep one run: its output (None when the child failed), wall seconds and error."""
+        self.totals.append(total)
+        if output is None or error:
+            self.failures.append(error or "no output")
+            return
+        self.seconds.append(output["seconds"])
+        self.cpu_seconds.append(output["cpu_seconds"])
+        self.plans.append(output.get("plan"))
+
+    @property
+    def ok(self) -> bool:
+        """Whether every run finished with the right results."""
+        return bool(self.seconds) and not self.failures
+
+    @property
+    def median(self) -> float:
+        """Median seconds of the map; infinite when any run failed (a wrong answer is not fast)."""
+        return statistics.median(self.seconds) if self.ok else math.inf
+
+    def median_plan(self) -> dict[str, Any] | None:
+        """The plan of the run whose time is the median (execute only)."""
+        if not self.ok:
+            return None
+        middle = min(range(len(self.seconds)), key=lambda i: abs(self.seconds[i] - self.median))
+        return self.plans[middle]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One shape's outcome: the medians that matter and whether the bar holds."""
+
+    shape: Shape
+    runs: Mapping[str, Runs]
+    best_fixed: str
+
+    def median(self, config: str) -> float:
+        """Median seconds of ``config`` (infinite when it failed or did not run)."""
+        runs = self.runs.get(config)
+        return runs.median if runs is not None else math.inf
+
+    @property
+    def loop(self) -> float:
+        return self.median(LOOP)
+
+    @property
+    def execute(self) -> float:
+        return self.median(EXECUTE)
+
+    @property
+    def best_fixed_seconds(self) -> float:
+        return self.median(self.best_fixed) if self.best_fixed else math.inf
+
+    @property
+    def best_peer(self) -> str:
+        """The fastest of the loop and the peers' defaults."""
+        return min(PEER_LABELS, key=self.median)
+
+    @property
+    def plan(self) -> dict[str, Any] | None:
+        runs = self.runs.get(EXECUTE)
+        return runs.median_plan() if runs is not None else None
+
+    @property
+    def achieved_speedup(self) -> float:
+        return self.loop / self.execute if self.execute > 0 else math.nan
+
+    @property
+    def estimate_error(self) -> float:
+        """|estimated - achieved| / achieved."""
+        if self.plan is None or not math.isfinite(self.achieved_speedup):
+            return math.nan
+        achieved = self.achieved_speedup
+        return abs(self.plan["estimated_speedup"] - achieved) / achieved
+
+    @property
+    def fixed_ok(self) -> bool:
+        return self.execute <= FIXED_FACTOR * self.best_fixed_seconds + FIXED_SLACK_SECONDS
+
+    @property
+    def peer_ok(self) -> bool:
+        return self.execute <= PEER_FACTOR * self.median(self.best_peer)
+
+    @property
+    def estimate_ok(self) -> bool | None:
+        """None when the loop is too short for the estimate to be judged."""
+        if self.loop < ESTIMATE_MIN_LOOP_SECONDS:
+            return None
+        return self.estimate_error <= ESTIMATE_TOLERANCE
+
+    @property
+    def bar_holds(self) -> bool:
+        return self.fixed_ok and self.peer_ok and self.estimate_ok is not False
+
+    def failures(self) -> list[str]:
+        """Sentences saying where the bar fails on this shape, with the numbers."""
+        lines = []
+        if not self.fixed_ok:
+            lines.append(
+                f"execute {_s(self.execute)} > {FIXED_FACTOR} x best fixed {_s(self.best_fixed_seconds)}"
+                f" ({self.best_fixed}) + {FIXED_SLACK_SECONDS * 1e3:.0f} ms = "
+                f"{_s(FIXED_FACTOR * self.best_fixed_seconds + FIXED_SLACK_SECONDS)}"
+            )
+        if not self.peer_ok:
+            peer = self.best_peer
+            lines.append(
+                f"execute {_s(self.execute)} > {PEER_FACTOR} x best peer {_s(self.median(peer))} "
+                f"({PEER_LABELS[peer]}) = {_s(PEER_FACTOR * self.median(peer))}"
+            )
+        if self.estimate_ok is False:
+            lines.append(
+                f"estimated speedup {self.plan['estimated_speedup']:.2f}x vs achieved "
+                f"{self.achieved_speedup:.2f}x: off by {self.estimate_error:.0%} "
+                f"(> {ESTIMATE_TOLERANCE:.0%})"
+                if self.plan
+                else "execute failed: no estimate"
+            )
+        return lines
+
+
+def summarize(shape: Shape, runs: Mapping[str, Runs]) -> Summary:
+    """The summary of one shape's runs; the best fixed plan is the fastest correct one."""
+    fixed = [name for name in runs if name not in PEER_LABELS and name != EXECUTE]
+    finished = [name for name in fixed if runs[name].ok]
+    best = min(finished, key=lambda name: runs[name].median) if finished else ""
+    return Summary(shape, runs, best)
+
+
+# --- text -------------------------------------------------------------------------------------------
+
+
+def _s(seconds: float) -> str:
+    """Seconds, readable at any scale; FAIL for a configuration without a correct time."""
+    if not math.isfinite(seconds):
+        return "FAIL"
+    return f"{seconds:.3f} s" if seconds >= 0.1 else f"{seconds * 1e3:.1f} ms"
+
+
+def _n(seconds: float) -> str:
+    return "FAIL" if not math.isfinite(seconds) else f"{seconds:.3f}"
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else "-"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else "yes" if ok else "**NO**"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _describe_plan(plan: Mapping[str, Any] | None) -> str:
+    if plan is None:
+        return "FAIL"
+    if plan["backend"] == "serial":
+        return "serial"
+    method = f" ({plan['start_method']})" if plan.get("start_method") else ""
+    return f"{plan['backend']}{method} x{plan['n_jobs']} c{plan['chunksize']}"
+
+
+def summary_table(summaries: list[Summary]) -> list[str]:
+    """Per shape: loop, peers, best fixed, execute, their ratios, and the three checks."""
+    header = [
+        "shape", "loop s", "Pool s", "PPE s", "joblib s", "best fixed", "best fixed s",
+        "execute s", "exec / best fixed", "exec / best peer", "fixed bar", "peer bar",
+        "estimate bar",
+    ]  # fmt: skip
+    rows = [
+        [
+            f"{s.shape.name}",
+            _n(s.loop),
+            _n(s.median("pool")),
+            _n(s.median("executor")),
+            _n(s.median("joblib")),
+            s.best_fixed or "FAIL",
+            _n(s.best_fixed_seconds),
+            _n(s.execute),
+            _ratio(s.execute / s.best_fixed_seconds),
+            f"{_ratio(s.execute / s.median(s.best_peer))} ({s.best_peer})",
+            _verdict(s.fixed_ok),
+            _verdict(s.peer_ok),
+            _verdict(s.estimate_ok),
+        ]
+        for s in summaries
+    ]
+    return _table(header, rows)
+
+
+def plan_table(summaries: list[Summary]) -> list[str]:
+    """Per shape: what execute chose, its estimate against what it achieved, and why."""
+    header = [
+        "shape", "plan chosen", "est. speedup", "achieved (loop / execute)", "error",
+        "predicted s", "execute s", "predicted loop s", "loop s", "dry run", "plans seen",
+        "reason",
+    ]  # fmt: skip
+    rows = []
+    for s in summaries:
+        plan = s.plan
+        if plan is None:
+            rows.append([s.shape.name, "FAIL", *["-"] * (len(header) - 2)])
+            continue
+        runs = s.runs[EXECUTE]
+        seen = sorted({_describe_plan(p) for p in runs.plans})
+        rows.append(
+            [
+                s.shape.name,
+                _describe_plan(plan),
+                f"{plan['estimated_speedup']:.2f}",
+                f"{s.achieved_speedup:.2f}",
+                f"{s.estimate_error:.0%}",
+                _n(plan.get("predicted_seconds") or math.nan),
+                _n(s.execute),
+                _n(plan.get("serial_seconds") or math.nan),
+                _n(s.loop),
+                f"{plan.get('sampled_items')} items, {_s(plan.get('sample_seconds') or 0.0)}",
+                "; ".join(seen),
+                plan["reason"].replace("|", "/"),
+            ]
+        )
+    return _table(header, rows)
+
+
+def failure_lines(summaries: list[Summary]) -> list[str]:
+    """One bullet per failed check, with the numbers; or a sentence saying none failed."""
+    lines = [
+        f"- **{s.shape.name}**: {failure}; plan {_describe_plan(s.plan)}, best fixed {s.best_fixed}"
+        for s in summaries
+        for failure in s.failures()
+    ]
+    broken = [
+        f"- **{s.shape.name}**: {name} gave no correct result: {runs.failures[0]}"
+        for s in summaries
+        for name, runs in s.runs.items()
+        if runs.failures
+    ]
+    return lines + broken or ["The bar holds on every shape, and every configuration was correct."]
+
+
+def _facts_lines(facts: Mapping[str, Any]) -> list[str]:
+    calibration = facts["calibration"]
+    fork = calibration.get("fork_start") or [math.nan, math.nan]
+    loky = calibration["loky_start"]
+    versions = ", ".join(f"{name} {version}" for name, version in facts["versions"].items())
+    git = f" (git {facts['git']})" if facts.get("git") else ""
+    return [
+        f"- Date: {facts['date']}; command: `{facts['command']}`; "
+        f"{facts['repeat']} run{'s' if facts['repeat'] != 1 else ''} per configuration, "
+        f"median reported; "
+        f"the whole run took {facts['duration_seconds']:.0f} s.",
+        f"- Machine: {facts['cpu_count']} CPUs ({facts['cpus']} usable, from {facts['cpus_source']}), "
+        f"Python {facts['python']}, {facts['platform']}.",
+        f"- Libraries: {versions}{git}.",
+        f"- Before each run the benchmark waited for other processes to leave the CPUs: "
+        f"{facts['quiet_waited_seconds']:.0f} s in all; {facts['contended_runs']} runs started "
+        f"while the machine was still busy.",
+        f"- Calibration (cached once per machine, read before any timed run): fork start "
+        f"{fork[0] * 1e3:.1f} ms + {fork[1] * 1e3:.1f} ms/worker, loky start "
+        f"{loky[0] * 1e3:.1f} ms + {loky[1] * 1e3:.1f} ms/worker, process task "
+        f"{calibration['process_task_seconds'] * 1e6:.0f} µs, pipe "
+        f"{calibration['pipe_bytes_per_second'] / 1e6:.0f} MB/s.",
+    ]
+
+
+def console(summaries: list[Summary], facts: Mapping[str, Any]) -> str:
+    """What the benchmark prints: facts, the summary, execute's plans and where the bar fails."""
+    parts = [
+        *_facts_lines(facts),
+        "",
+        *summary_table(summaries),
+        "",
+        *plan_table(summaries),
+        "",
+        "Where the bar fails:",
+        *failure_lines(summaries),
+    ]
+    return "\n".join(parts)
+
+
+def markdown(
+    summaries: list[Summary], results: Mapping[str, Mapping[str, Runs]], facts: Mapping[str, Any]
+) -> str:
+    """The whole report as markdown (``benchmarks/results/core.md``)."""
+    parts = [
+        "# Core benchmark: loop, peers, fixed plans and `execute`",
+        "",
+        "Generated by `python -m benchmarks.run_core`; see `benchmarks/README.md` for what is "
+        "measured. Times are the median seconds of the map inside a fresh process (imports and "
+        "building the items excluded). The bar: execute <= "
+        f"{FIXED_FACTOR} x best fixed + {FIXED_SLACK_SECONDS * 1e3:.0f} ms; execute <= "
+        f"{PEER_FACTOR} x best peer (the fastest of the loop, Pool, ProcessPoolExecutor and joblib); "
+        f"estimate within {ESTIMATE_TOLERANCE:.0%} of achieved where the loop takes >= "
+        f"{ESTIMATE_MIN_LOOP_SECONDS} s.",
+        "",
+        *_facts_lines(facts),
+        "",
+        "## Summary",
+        "",
+        *summary_table(summaries),
+        "",
+        "## What `execute` planned",
+        "",
+        *plan_table(summaries),
+        "",
+        "## Where the bar fails",
+        "",
+        *failure_lines(summaries),
+        "",
+        "![time relative to the plain loop](core.png)",
+        "",
+        "## Every configuration",
+    ]
+    for summary in summaries:
+        shape = summary.shape
+        parts += ["", f"### {shape.name}: {shape.description} ({shape.n_items} items)", ""]
+        parts += _configuration_table(summary, results[shape.name])
+    return "\n".join(parts) + "\n"
+
+
+def _configuration_table(summary: Summary, runs: Mapping[str, Runs]) -> list[str]:
+    header = [
+        "configuration",
+        "median s",
+        "vs loop",
+        "min s",
+        "max s",
+        "CPU s",
+        "child total s",
+        "result",
+    ]
+    rows = []
+    for name, run in runs.items():
+        label = PEER_LABELS.get(name, name)
+        if name == summary.best_fixed:
+            label = f"**{label}** (best fixed)"
+        ok = run.ok
+        rows.append(
+            [
+                label,
+                _n(run.median),
+                _ratio(run.median / summary.loop),
+                _n(min(run.seconds)) if ok else "-",
+                _n(max(run.seconds)) if ok else "-",
+                _n(statistics.median(run.cpu_seconds)) if ok else "-",
+                _n(statistics.median(run.totals)),
+                "ok" if ok else f"FAIL: {run.failures[0]}".replace("|", "/"),
+            ]
+        )
+    return _table(header, rows)
+
+
+# --- the chart --------------------------------------------------------------------------------------
+
+
+def chart(summaries: list[Summary], path: Path) -> None:
+    """A grouped bar chart: per shape, each contender's time relative to the plain loop (log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {**PEER_LABELS, "best fixed": "best fixed plan", "execute": "amz.execute"}
+    width = 0.8 / len(_CHART_BARS)
+    figure, axes = plt.subplots(figsize=(13, 5.5))
+    for index, bar in enumerate(_CHART_BARS):
+        heights = []
+        for summary in summaries:
+            seconds = summary.best_fixed_seconds if bar == "best fixed" else summary.median(bar)
+            heights.append(seconds / summary.loop if math.isfinite(seconds) else math.nan)
+        positions = [
+            shape + (index - (len(_CHART_BARS) - 1) / 2) * width for shape in range(len(summaries))
+        ]
+        axes.bar(positions, heights, width, label=labels[bar])
+    axes.axhline(1.0, color="black", linewidth=0.8)
+    axes.set_yscale("log")
+    axes.set_xticks(range(len(summaries)), [summary.shape.name for summary in summaries])
+    axes.set_ylabel("median time / plain loop (log; lower is better)")
+    axes.set_title("Core benchmark: each configuration in a fresh process")
+    axes.legend(ncols=3, fontsize="small")
+    axes.grid(axis="y", which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
