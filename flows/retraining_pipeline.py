@@ -28,12 +28,13 @@ from amorsize_flows.examples import retraining
 from amorsize_flows.prefect import amorsize_task
 from amorsize_flows.prefect.artifacts import artifact_key
 
-featurize = amorsize_task(retraining.extract_features)
-featurize_test = featurize.with_options(name="featurize_test")  # its own artifact and record
+# One task per stage name: each gets its own artifact and its own record for the next run.
+featurize_train = amorsize_task(retraining.extract_features).with_options(name="featurize_train")
+featurize_test = featurize_train.with_options(name="featurize_test")
 cv_score = amorsize_task(retraining.cv_score)
 train_member = amorsize_task(retraining.train_member)
 predict_batch = amorsize_task(retraining.predict_batch)
-PARALLEL_STAGES = (featurize, featurize_test, cv_score, train_member, predict_batch)
+PARALLEL_STAGES = (featurize_train, featurize_test, cv_score, train_member, predict_batch)
 DAILY = "0 3 * * *"
 
 
@@ -63,7 +64,7 @@ def retraining_pipeline(n_members: int = 6, batch_size: int = 25) -> dict[str, A
     """Retrain the digits ensemble; returns its test metrics and where it was saved."""
     out = output_dir()
     data = load()
-    train_features = featurize(data["train_images"])
+    train_features = featurize_train(data["train_images"])
     test_features = featurize_test(data["test_images"])
     scores = cv_score(retraining.param_grid(), features=train_features, labels=data["train_labels"])
     best = retraining.select_best(scores)
