@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import textwrap
 import time
 from pathlib import Path
 
+from benchmarks.overhead_report import write_report
+
 RESULTS = Path(__file__).parent / "results" / "airflow_overhead.md"
-BAR_SHARE, BAR_SECONDS = 0.05, 0.3
 
 DAG_FILE = textwrap.dedent(
     """
@@ -101,33 +101,21 @@ def main() -> None:
 
 
 def _report(durations: dict[str, list[float]], repeat: int) -> None:
-    lines = [
-        "# Airflow: what `@task.amorsize` adds to a stage",
-        "",
+    intro = (
         f"`python -m benchmarks.airflow_overhead --repeat {repeat}`: task-instance durations "
         "(seconds) under `dag.test()`, both stages in the same DAG runs. First run: the amorsize "
-        "stage samples; later runs: it starts from the previous run's record. Bar: at most "
-        f"{BAR_SHARE:.0%} or {BAR_SECONDS} s added.",
-        "",
-        "| shape | hand-picked first run | hand-picked later runs (median) | amorsize first run "
-        "| amorsize later runs (median) | added, later runs | within bar |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for shape in ("cheap", "cpu", "io"):
-        theirs = durations[f"hand_picked_{shape}"]
-        hand = statistics.median(theirs[1:]) if len(theirs) > 1 else theirs[0]
-        ours = durations[f"amorsize_{shape}"]
-        later = statistics.median(ours[1:]) if len(ours) > 1 else ours[0]
-        added = later - hand
-        ok = added <= max(BAR_SHARE * hand, BAR_SECONDS)
-        lines.append(
-            f"| {shape} | {theirs[0]:.3f} | {hand:.3f} | {ours[0]:.3f} | {later:.3f} | {added:+.3f} s "
-            f"({added / hand:+.0%}) | {'yes' if ok else 'NO'} |"
+        "stage samples; later runs: it starts from the previous run's record."
+    )
+    print(
+        write_report(
+            RESULTS,
+            "Airflow: what `@task.amorsize` adds to a stage",
+            intro,
+            ("cheap", "cpu", "io"),
+            durations,
+            ("hand_picked_{}", "amorsize_{}"),
         )
-    text = "\n".join(lines) + "\n"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    print(text)
+    )
 
 
 if __name__ == "__main__":

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from benchmarks import workloads as w
+from benchmarks.overhead_report import write_report
 
 RESULTS = Path(__file__).parent / "results" / "prefect_overhead.md"
-BAR_SHARE, BAR_SECONDS = 0.05, 0.3
 SHAPES: dict[str, tuple[Any, int, tuple[str, int, int] | None]] = {
     "cheap": (w.square_plus_one, 300_000, None),
     "cpu": (w.burn_5ms, 400, ("processes", 2, 50)),
@@ -83,33 +82,21 @@ def main() -> None:
 
 
 def _report(durations: dict[str, list[float]], repeat: int) -> None:
-    lines = [
-        "# Prefect: what `@amorsize_task` adds to a stage",
-        "",
+    intro = (
         f"`python -m benchmarks.prefect_overhead --repeat {repeat}`: task-run durations (seconds) "
         "on a temporary Prefect server, both stages in the same flow runs. First run: the "
-        "amorsize stage samples; later runs: it starts from the record in its Variable. Bar: at "
-        f"most {BAR_SHARE:.0%} or {BAR_SECONDS} s added.",
-        "",
-        "| shape | hand-picked first run | hand-picked later runs (median) | amorsize first run "
-        "| amorsize later runs (median) | added, later runs | within bar |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for shape in SHAPES:
-        theirs = durations[f"hand-picked-{shape}"]
-        ours = durations[f"amorsize-{shape}"]
-        hand = statistics.median(theirs[1:]) if len(theirs) > 1 else theirs[0]
-        later = statistics.median(ours[1:]) if len(ours) > 1 else ours[0]
-        added = later - hand
-        ok = added <= max(BAR_SHARE * hand, BAR_SECONDS)
-        lines.append(
-            f"| {shape} | {theirs[0]:.3f} | {hand:.3f} | {ours[0]:.3f} | {later:.3f} | "
-            f"{added:+.3f} s ({added / hand:+.0%}) | {'yes' if ok else 'NO'} |"
+        "amorsize stage samples; later runs: it starts from the record in its Variable."
+    )
+    print(
+        write_report(
+            RESULTS,
+            "Prefect: what `@amorsize_task` adds to a stage",
+            intro,
+            SHAPES,
+            durations,
+            ("hand-picked-{}", "amorsize-{}"),
         )
-    text = "\n".join(lines) + "\n"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
-    print(text)
+    )
 
 
 if __name__ == "__main__":
