@@ -144,7 +144,7 @@ def run(
     """
     iterator = imap(func, items, plan=plan, progress=progress, cancel=cancel, **options)
     chunks = iterator.chunks()
-    results: list[Any] = next(chunks)  # the dry run's results: owned, not copied
+    results: list[Any] = next(chunks, [])  # the dry run's results: owned, not copied
     for chunk in chunks:
         results.extend(chunk)
     assert iterator.record is not None
@@ -454,8 +454,12 @@ class MapIterator(Iterator[Any]):
             _progress_reporter(self._progress, prepared.n_items, done) as on_chunk,
             _sigterm_cancels(self.plan.backend == "processes"),
         ):
-            yield prepared.results
-            prepared.results = []  # the caller holds them now; keep memory bounded
+            dry_results, prepared.results = prepared.results, []  # keep memory bounded
+            if self.plan.backend != "serial":
+                yield dry_results
+                dry_results = []
+            # A serial map extends the dry run's results in place: a long cheap map's results
+            # are not copied from one list to another.
             yield from run_plan(
                 self.plan,
                 self._func,
@@ -465,6 +469,7 @@ class MapIterator(Iterator[Any]):
                 cancel=self._cancel,
                 on_chunk=on_chunk,
                 cpus=prepared.limits.cpus,
+                into=dry_results,
             )
         self.record = _record(
             self.plan, prepared, self._stats, time.perf_counter() - self._started, done

@@ -102,6 +102,7 @@ def run_plan(
     cancel: threading.Event | None = None,
     on_chunk: Callable[[int], None] | None = None,
     cpus: int | None = None,
+    into: list[Any] | None = None,
 ) -> Iterator[list[Any]]:
     """Yield the results of ``func(item)`` in order, a list per chunk, as ``plan`` says.
 
@@ -114,6 +115,8 @@ def run_plan(
         cancel: when set, the map stops, its workers are killed, and MapCancelledError is raised.
         on_chunk: called with the number of items of every finished chunk (progress).
         cpus: the CPUs this worker may use; BLAS/OpenMP threads are capped to each worker's share.
+        into: for a serial plan, a list (the dry run's results) that the first batch extends and
+            is yielded as, instead of a new list: a long cheap map's results are not copied.
 
     Raises:
         WorkerDiedError: a worker process died.
@@ -124,7 +127,9 @@ def run_plan(
     stats.started_at = time.perf_counter()
     try:
         if plan.backend == "serial":
-            yield from _serial(func, items, start_index, stats, cancel, on_chunk)
+            yield from _serial(
+                func, items, start_index, stats, cancel, on_chunk, [] if into is None else into
+            )
         else:
             share = max(1, (cpus or os.cpu_count() or 1) // plan.n_jobs)
             yield from _pooled(plan, func, items, start_index, stats, cancel, on_chunk, share)
@@ -139,22 +144,28 @@ def _serial(
     stats: RunStats,
     cancel: threading.Event | None,
     on_chunk: Callable[[int], None] | None,
+    first_batch: list[Any],
 ) -> Iterator[list[Any]]:
-    """Run in the caller, as tight as a plain loop.
+    """Run in the caller, as tight as a plain loop; the first batch extends ``first_batch``.
 
     With nothing to check between calls and items that know their length (a list), one batch.
     Otherwise batches grow until one takes about SERIAL_BATCH_SECONDS, so that a slow function is
     still checked for cancellation and reported after every call.
     """
     if cancel is None and on_chunk is None and hasattr(items, "__length_hint__"):
-        yield _serial_batch(func, items, operator.length_hint(items), start_index, stats)
+        count = operator.length_hint(items)
+        yield _serial_batch(func, items, count, start_index, stats, first_batch)
         return
     size, index = 1, start_index
-    while batch := list(itertools.islice(items, size)):
+    batch = list(itertools.islice(items, size))
+    if not batch and first_batch:
+        yield first_batch
+    while batch:
         if cancel is not None and cancel.is_set():
             raise MapCancelledError(f"the map was cancelled before item {index}")
         started = time.perf_counter()
-        yield _serial_batch(func, iter(batch), len(batch), index, stats)
+        yield _serial_batch(func, iter(batch), len(batch), index, stats, first_batch)
+        first_batch = []
         elapsed = time.perf_counter() - started
         if on_chunk is not None:
             on_chunk(len(batch))
@@ -163,23 +174,32 @@ def _serial(
             size *= 2
         elif elapsed > SERIAL_BATCH_SECONDS * 2:
             size = max(1, size // 2)
+        batch = list(itertools.islice(items, size))
 
 
 def _serial_batch(
-    func: Callable[[Any], Any], items: Iterator[Any], count: int, first: int, stats: RunStats
+    func: Callable[[Any], Any],
+    items: Iterator[Any],
+    count: int,
+    first: int,
+    stats: RunStats,
+    into: list[Any],
 ) -> list[Any]:
-    """``list(map(func, items))`` (a C loop), timed, with the failing item named on error."""
+    """``into.extend(map(func, items))`` (a C loop), timed, with the failing item named on error."""
+    before = len(into)
     cpu_before = time.process_time()
     started = time.perf_counter()
     try:
-        results = list(map(func, items))
+        into.extend(map(func, items))
     except Exception as error:
         # The iterator knows how many items are left: the one that failed was just before.
         failed = first + count - operator.length_hint(items) - 1
         error.add_note(f"amorsize: raised by item {failed}")
         raise
-    stats.add_chunk(len(results), time.perf_counter() - started, time.process_time() - cpu_before)
-    return results
+    stats.add_chunk(
+        len(into) - before, time.perf_counter() - started, time.process_time() - cpu_before
+    )
+    return into
 
 
 # --- pools -------------------------------------------------------------------------------------

@@ -173,6 +173,21 @@ def test_progress_callable_reaches_the_total() -> None:
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
 
 
+@pytest.mark.parametrize("n_items", [0, 3, 5_000])
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"progress": lambda done, total: None}, {"cancel": threading.Event()}],
+    ids=["one-batch", "progress", "cancel"],
+)
+def test_serial_map_continues_the_dry_runs_results(n_items: int, options: dict) -> None:
+    # The serial path extends the dry run's own list in place: every result once, in order,
+    # whether it runs as one batch, in growing batches, or not at all (the dry run did it all).
+    outcome = amz.run(square, list(range(n_items)), **options)
+    assert outcome.plan.backend == "serial"
+    assert outcome.results == [x * x for x in range(n_items)]
+    assert outcome.record.n_items == n_items
+
+
 def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
     amz.execute(square, range(100), progress=True)
     assert "100/100" in capsys.readouterr().err
