@@ -48,11 +48,12 @@ _DISPATCH_TASKS = 300
 _PIPE_PAYLOAD_BYTES = 8 << 20
 # Tasks of about this much CPU keep every worker busy while the hand-off cost is measured: long
 # against the hand-off, short enough that the measurement takes a tenth of a second.
-_LOADED_TASK_SECONDS = 0.002
-_LOADED_TASKS = 200
+_LOADED_TASK_SECONDS = 0.001
+_LOADED_TASKS_SHORT = 100
+_LOADED_TASKS_LONG = 600
 _CALL_REPEATS = 11
 # Bumped whenever what is measured changes, so that older caches are measured again.
-_CALIBRATION_VERSION = "2"
+_CALIBRATION_VERSION = "3"
 # The calibration subprocess normally takes 1 to 3 s; past this something is wrong.
 _CALIBRATION_TIMEOUT_SECONDS = 120
 
@@ -264,22 +265,35 @@ def _timed_spin(iterations: int) -> float:
 
 
 def _loaded_task_seconds(n_workers: int) -> float:
-    """Per-task overhead while every worker is busy: elapsed beyond the ideal, per task."""
+    """Per-task overhead while every worker is busy: elapsed beyond the ideal, per task.
+
+    Measured through the runner the plans use (its ordered in-flight window, its chunk wrapper,
+    fork when it would fork), not a bare executor: with every CPU busy, each hand-off also costs
+    the caller's CPU time, taken from the workers, and only the real loop shows how much. A short
+    and a long map are each timed twice, the faster kept: their difference cancels the pool's start.
+    """
+    from .plan import Plan
+    from .runner import fork_is_safe, run_plan
+
     started = time.perf_counter()
     _spin(200_000)
     iterations = int(200_000 * _LOADED_TASK_SECONDS / (time.perf_counter() - started))
-    executor = loky.ProcessPoolExecutor(max_workers=n_workers, context=get_context("loky"))
-    try:
-        list(executor.map(_spin, [iterations] * n_workers))  # every worker up and warm
-        call = statistics.median(_timed_spin(iterations) for _ in range(_CALL_REPEATS))
-        started = time.perf_counter()
-        for future in [executor.submit(_spin, iterations) for _ in range(_LOADED_TASKS)]:
-            future.result()
-        elapsed = time.perf_counter() - started
-    finally:
-        executor.shutdown(wait=True)
-    ideal = _LOADED_TASKS * call / n_workers
-    return max(0.0, elapsed - ideal) * n_workers / _LOADED_TASKS
+    call = statistics.median(_timed_spin(iterations) for _ in range(_CALL_REPEATS))
+    plan = Plan.fixed("processes", n_workers, 1, start_method="fork" if fork_is_safe() else "loky")
+
+    def fastest_map(n_tasks: int) -> float:
+        def once() -> float:
+            started = time.perf_counter()
+            for _ in run_plan(plan, _spin, iter([iterations] * n_tasks)):
+                pass
+            return time.perf_counter() - started
+
+        return min(once(), once())
+
+    short, long = fastest_map(_LOADED_TASKS_SHORT), fastest_map(_LOADED_TASKS_LONG)
+    extra_tasks = _LOADED_TASKS_LONG - _LOADED_TASKS_SHORT
+    ideal = extra_tasks * call / n_workers
+    return max(0.0, long - short - ideal) * n_workers / extra_tasks
 
 
 def _thread_costs(n_many: int) -> tuple[tuple[float, float], float]:
