@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from .calibrate import Calibration
 from .limits import MAX_WORKERS_ENV, WorkerLimits
@@ -34,6 +35,7 @@ UNSEEN_VARIATION = 0.25
 # Threads per CPU at most, for work that mostly waits: past this, per-thread overhead and the
 # servers being waited on, not the CPUs, are the limit.
 THREADS_PER_CPU = 32
+_STANDARD_NORMAL = NormalDist()
 
 
 @dataclass(frozen=True)
@@ -264,13 +266,19 @@ def _serial_seconds(situation: Situation) -> float:
 def _tail(profile: Profile, n_workers: int, chunksize: int) -> float:
     """Expected lateness of the slowest of ``n_workers`` last chunks when durations vary.
 
-    The maximum of k draws of a normal variable lies about sqrt(2 ln k) deviations above the mean;
-    a chunk's deviation grows with the square root of its items.
+    The expected maximum of k draws of a normal variable lies Phi^-1((k - 0.375) / (k + 0.25))
+    deviations above the mean (Blom's approximation: 0.59 for two workers, where the asymptotic
+    sqrt(2 ln k) says 1.18 and would wrongly push two workers toward small, costly chunks); a
+    chunk's deviation grows with the square root of its items.
     """
     if n_workers < 2:
         return 0.0
     stdev = max(profile.seconds_stdev, UNSEEN_VARIATION * profile.seconds_per_item)
-    return stdev * math.sqrt(chunksize) * math.sqrt(2 * math.log(n_workers))
+    return stdev * math.sqrt(chunksize) * _expected_max_of_normals(n_workers)
+
+
+def _expected_max_of_normals(count: int) -> float:
+    return _STANDARD_NORMAL.inv_cdf((count - 0.375) / (count + 0.25))
 
 
 def _makespan(n_remaining: int, n_workers: int, chunksize: int, chunk_seconds: float) -> float:
