@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import itertools
+import pickle
 from pathlib import Path
 
 import pytest
 
 from amorsize_flows.profile import MAX_SAMPLE_SECONDS, function_identity, sample
-from tests.workloads import append_to, busy, sleepy, square
+from tests.workloads import append_to, busy, lock_on, sleepy, square
 
 
 def test_results_are_kept_and_rest_continues_in_order() -> None:
@@ -75,6 +76,21 @@ def test_unpicklable_function_is_reported_not_fatal() -> None:
     dry = sample(lambda x: (lock, x)[1], range(10), sample_size=2)
     assert not dry.profile.picklable
     assert "does not pickle" in dry.profile.not_picklable_reason
+
+
+def test_items_are_pickled_as_a_chunk_travels() -> None:
+    # Alone, an int pickles to 5 bytes, mostly the pickle's frame; in a chunk it costs 2. Probed
+    # alone, cheap calls over small items would look too costly to hand to processes.
+    profile = sample(square, range(1_000_000), parallelism=(2, 64)).profile
+    assert profile.bytes_in_per_item < len(pickle.dumps(7, protocol=pickle.HIGHEST_PROTOCOL))
+    assert profile.picklable
+
+
+def test_a_result_that_does_not_pickle_is_named() -> None:
+    dry = sample(lock_on, range(20), sample_size=5)
+    assert not dry.profile.picklable
+    assert "item 3 or its result does not pickle" in dry.profile.not_picklable_reason
+    assert len(dry.results) == 6  # the dry run's results are kept all the same
 
 
 def test_dry_run_stays_small_for_cheap_functions() -> None:
