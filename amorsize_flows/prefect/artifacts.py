@@ -15,6 +15,7 @@ import logging
 import re
 import threading
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 from prefect.artifacts import (
@@ -126,10 +127,12 @@ def publish_plan(
     """Create the table artifact ``amorsize-<task-name>`` of this run; None when the API refused."""
     key = artifact_key(task_name)
     try:
-        return create_table_artifact(
-            table=[plan_row(plan, record)],
-            key=key,
-            description=summary_markdown(task_name, plan, record, history_variable),
+        return _synchronous(
+            create_table_artifact(
+                table=[plan_row(plan, record)],
+                key=key,
+                description=summary_markdown(task_name, plan, record, history_variable),
+            )
         )
     except Exception as error:  # the results are computed: a UI entry is not worth failing for
         logger.warning("amorsize: could not publish the artifact %r (%s)", key, error)
@@ -163,10 +166,12 @@ class ProgressReporter:
         if not always and plan.predicted_seconds < PROGRESS_MIN_SECONDS:
             return False
         try:
-            self._artifact_id = create_progress_artifact(
-                progress=self._percent(),
-                key=self.key,
-                description=f"amorsize: {plan.summary()}",
+            self._artifact_id = _synchronous(
+                create_progress_artifact(
+                    progress=self._percent(),
+                    key=self.key,
+                    description=f"amorsize: {plan.summary()}",
+                )
             )
         except Exception as error:
             self._logger.warning("amorsize: could not create the artifact %r (%s)", self.key, error)
@@ -202,3 +207,10 @@ class ProgressReporter:
             self._pushed = percent
         except Exception as error:  # progress is a courtesy; the map goes on
             self._logger.debug("amorsize: could not update the artifact %r (%s)", self.key, error)
+
+
+def _synchronous(created: uuid.UUID | Coroutine[Any, Any, uuid.UUID]) -> uuid.UUID:
+    """Prefect's artifact functions return a coroutine only when called from async code; the
+    map's task and its watcher thread call them synchronously, so this is the artifact's id."""
+    assert isinstance(created, uuid.UUID), "artifact functions must be called synchronously here"
+    return created
