@@ -28,42 +28,30 @@ Running inside Prefect's engine:
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import inspect
 import logging
-import threading
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from typing import Any, overload
 
 from prefect import Task
-from prefect.client.orchestration import get_client
 from prefect.context import TaskRunContext
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 from prefect.states import Cancelled, State
 
-from ..api import imap
+from ..api import check_options, imap
 from ..errors import MapCancelledError
-from ..plan import BACKENDS
 from ..profile import function_identity
 from ..report import plan_table
 from . import _history
+from ._logs import forward_core_logs, run_logger
+from ._watcher import Watcher
 from .artifacts import ProgressReporter, artifact_key, publish_plan
 
 __all__ = ["AmorsizeTask", "amorsize_task"]
 
 log = logging.getLogger(__name__)
 
-Logger = logging.Logger | logging.LoggerAdapter[Any]
-
-# How often the watcher reads the flow run's state (and pushes progress): a person who clicks
-# Cancel waits about this much longer than Prefect's own cancellation; it costs one small API read
-# per second per running map, and none for maps shorter than that.
-WATCH_SECONDS = 1.0
 # The name of the task's first parameter, the items to map; the function's other parameters follow.
 ITEMS_PARAMETER = "items"
 # Characters of the function's digest in the task key: as many as Prefect's own task keys carry.
@@ -103,23 +91,7 @@ class MapOptions:
     progress: bool | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_workers", "sample_size", "n_jobs", "chunksize"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise ValueError(f"`{name}` must be an int >= 1 or None, got {value!r}")
-        if self.memory_limit is not None and (
-            isinstance(self.memory_limit, bool) or not isinstance(self.memory_limit, (int, str))
-        ):
-            raise TypeError(
-                f"`memory_limit` must be bytes (an int), a string like '4G', or None, "
-                f"got {self.memory_limit!r}"
-            )
-        if self.backend is not None and self.backend not in BACKENDS:
-            raise ValueError(
-                f"`backend` must be one of {', '.join(BACKENDS)} or None, got {self.backend!r}"
-            )
+        check_options(self.core_options())
         if not isinstance(self.history, bool):
             _history.check_variable_name(self.history)
         if self.progress is not None and not isinstance(self.progress, bool):
@@ -188,7 +160,7 @@ class AmorsizeTask(Task[..., list[Any]]):
         Map options left out keep their value; ``task_options`` are those of
         :meth:`prefect.Task.with_options`, handled by Prefect itself.
         """
-        given = {
+        given: dict[str, Any] = {
             "max_workers": max_workers,
             "memory_limit": memory_limit,
             "sample_size": sample_size,
@@ -380,13 +352,13 @@ def _run_map(
     context = TaskRunContext.get()
     task_name = context.task.name if context is not None else item_fn.__name__
     flow_run_id = context.task_run.flow_run_id if context is not None else None
-    logger = _run_logger()
+    logger = run_logger()
     func = functools.partial(item_fn, **kwargs) if kwargs else item_fn
     variable = options.variable(task_name)
     previous = _history.load(variable, logger) if variable else None
     progress = ProgressReporter(task_name, logger)
     completed = False
-    with _forward_core_logs(logger), _Watcher(flow_run_id, progress, logger) as watcher:
+    with forward_core_logs(logger), Watcher(flow_run_id, progress, logger) as watcher:
         try:
             iterator = imap(
                 func,
@@ -442,94 +414,3 @@ def _evidence(previous: object, source: str, variable: str | None) -> str:
     if source == "history":
         return f"started from the record in Variable {variable!r}; dry run skipped"
     return f"the record in Variable {variable!r} no longer fits; sampled again"
-
-
-def _run_logger() -> Logger:
-    try:
-        return get_run_logger()
-    except MissingContextError:  # the task's function called directly, outside a run
-        return log
-
-
-@contextlib.contextmanager
-def _forward_core_logs(logger: Logger) -> Iterator[None]:
-    """Send what the core logs in this thread (its warnings: a fallback, a fork refused) to the
-    run logger, where the user looks; other threads' maps keep their own."""
-    if logger is log:  # outside a run the core's records already reach the same handlers
-        yield
-        return
-    handler = _ThreadForwarder(logger)
-    core = logging.getLogger("amorsize_flows")
-    core.addHandler(handler)
-    try:
-        yield
-    finally:
-        core.removeHandler(handler)
-
-
-class _ThreadForwarder(logging.Handler):
-    def __init__(self, target: Logger) -> None:
-        super().__init__()
-        self._target = target
-        self._thread = threading.get_ident()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self._thread and not record.name.startswith(__name__):
-            self._target.log(record.levelno, "%s", record.getMessage())
-
-
-class _Watcher:
-    """A background thread that cancels the map when the flow run is cancelled, and pushes progress.
-
-    It runs in a copy of the task's context, so it talks to the same Prefect API with the same
-    settings (a test harness, a profile) and links artifacts to the same task run. It reads nothing
-    until the map has run for WATCH_SECONDS, so short maps cost one idle thread and no API call.
-    """
-
-    def __init__(
-        self, flow_run_id: uuid.UUID | None, progress: ProgressReporter, logger: Logger
-    ) -> None:
-        self.cancel = threading.Event()
-        self.reason: str | None = None
-        self._flow_run_id = flow_run_id
-        self._progress = progress
-        self._logger = logger
-        self._stop = threading.Event()
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(
-            target=context.run, args=(self._watch,), name="amorsize-watch", daemon=True
-        )
-
-    def __enter__(self) -> _Watcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        # Not joined: it may be inside an API call; it stops at its next tick, touching nothing.
-        self._stop.set()
-
-    def _watch(self) -> None:
-        warned = False
-        with contextlib.ExitStack() as stack:
-            client = None
-            while not self._stop.wait(WATCH_SECONDS):
-                self._progress.push()
-                if self._flow_run_id is None:
-                    continue
-                try:
-                    if client is None:
-                        client = stack.enter_context(get_client(sync_client=True))
-                    state = client.read_flow_run(self._flow_run_id).state
-                except Exception as error:  # the map goes on; cancellation falls back to SIGTERM
-                    if not warned:
-                        self._logger.warning(
-                            "amorsize: cannot read the flow run's state (%s); cancelling the flow "
-                            "run will stop this map only through Prefect's own signals",
-                            error,
-                        )
-                        warned = True
-                    continue
-                if state is not None and (state.is_cancelling() or state.is_cancelled()):
-                    self.reason = f"the flow run is {state.name}"
-                    self.cancel.set()
-                    return
