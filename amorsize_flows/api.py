@@ -22,14 +22,14 @@ from tqdm.auto import tqdm
 
 from .calibrate import get_calibration
 from .errors import MapCancelledError
-from .limits import WorkerLimits, detect
+from .limits import WorkerLimits, detect, parse_memory
 from .model import Constraints, Situation, choose, max_threads
 from .plan import BACKENDS, Plan, RunRecord
 from .profile import Profile, function_identity, sample
 from .runner import RunStats, fork_is_safe, run_plan
 from .worker_start import fresh_load_seconds
 
-__all__ = ["MapIterator", "MapRun", "execute", "imap", "optimize", "run"]
+__all__ = ["MapIterator", "MapRun", "check_options", "execute", "imap", "optimize", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,8 @@ class _Options:
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise ValueError(f"`{name}` must be an int >= 1 or None, got {value!r}")
+        if values.get("memory_limit") is not None:
+            parse_memory(values["memory_limit"])  # "4G" is checked now, not when a map starts
         if values.get("backend") is not None and values["backend"] not in BACKENDS:
             raise ValueError(
                 f"`backend` must be one of {', '.join(BACKENDS)} or None, got {values['backend']!r}"
@@ -219,6 +221,19 @@ class _Options:
                 f"`history` must be a RunRecord, its dict, or None, got {type(history).__name__}"
             )
         return cls(**values)
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Check the planner's options (``max_workers``, ``memory_limit``, ``sample_size``,
+    ``backend``, ``n_jobs``, ``chunksize``, ``history``) as :func:`execute` would.
+
+    The integrations call it when a task is declared, so that a DAG or flow with a bad option
+    fails when it is loaded, not hours later when its task runs.
+
+    Raises:
+        TypeError, ValueError: naming the option, what was expected and what was got.
+    """
+    _Options.build(options)
 
 
 def _check_callable(func: object) -> None:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from .. import InvalidPlanError, MapCancelledError, RunRecord, run
+from ..api import check_options
 from ..report import plan_table
 from ._results import deliver
 
@@ -111,6 +112,7 @@ class AmorsizeOperator(BaseOperator):
             }.items()
             if value is not None
         }
+        check_options(self.planner_options)  # a bad option fails the DAG file's import, visibly
         self.learn_from_previous_runs = learn_from_previous_runs
         self.reducer = reducer
         self.max_xcom_bytes = max_xcom_bytes

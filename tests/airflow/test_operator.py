@@ -115,6 +115,13 @@ def test_operator_rejects_bad_arguments() -> None:
         AmorsizeOperator(task_id="b", python_callable=abs, items="{{ params.items }}")
     with pytest.raises(ValueError, match="`max_xcom_bytes` must be an int >= 1"):
         AmorsizeOperator(task_id="c", python_callable=abs, items=[1], max_xcom_bytes=0)
+    # Planner options fail when the DAG file is loaded, not when the task runs.
+    with pytest.raises(ValueError, match="`n_jobs` must be an int >= 1"):
+        AmorsizeOperator(task_id="d", python_callable=abs, items=[1], n_jobs=0)
+    with pytest.raises(ValueError, match="a memory size must be"):
+        AmorsizeOperator(task_id="e", python_callable=abs, items=[1], memory_limit="lots")
+    with pytest.raises(ValueError, match="`backend` must be one of"):
+        AmorsizeOperator(task_id="f", python_callable=abs, items=[1], backend="gpu")
 
 
 def test_example_retraining_dag_succeeds_end_to_end(dagbag, xcoms) -> None:

@@ -43,6 +43,24 @@ def test_task_options_pass_through(prefect_api: str) -> None:
     assert (changed.retries, changed.name, changed.tags) == (5, "cube-5", {"ml"})
 
 
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"n_jobs": 0}, ValueError, "`n_jobs` must be an int >= 1"),
+        ({"memory_limit": "lots"}, ValueError, "a memory size must be"),
+        ({"backend": "gpu"}, ValueError, "`backend` must be one of"),
+        ({"progress": "yes"}, TypeError, "`progress` must be True, False or None"),
+    ],
+)
+def test_bad_map_options_fail_when_the_task_is_declared(
+    options: dict, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        amorsize_task(**options)(stages.square)
+    with pytest.raises(error, match=message):
+        amorsize_task(stages.square).with_options(**options)
+
+
 def test_plan_artifact_and_results(prefect_api: str) -> None:
     scaled = amorsize_task(stages.scaled)
 
