@@ -311,7 +311,8 @@ def _facts_lines(facts: Mapping[str, Any]) -> list[str]:
         f"- Calibration (cached once per machine, read before any timed run): fork start "
         f"{fork[0] * 1e3:.1f} ms + {fork[1] * 1e3:.1f} ms/worker, loky start "
         f"{loky[0] * 1e3:.1f} ms + {loky[1] * 1e3:.1f} ms/worker, process task "
-        f"{calibration['process_task_seconds'] * 1e6:.0f} µs, pipe "
+        f"{calibration['process_task_seconds'] * 1e6:.0f} µs idle and "
+        f"{calibration['process_task_loaded_seconds'] * 1e6:.0f} µs with every CPU busy, pipe "
         f"{calibration['pipe_bytes_per_second'] / 1e6:.0f} MB/s.",
     ]
 
