@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import shlex
 import shutil
@@ -374,11 +375,18 @@ class Launcher:
 def measure_shape(
     shape: Shape, configs: list[Config], repeat: int, launcher: Launcher, log: Callable[[str], None]
 ) -> dict[str, Runs]:
-    """Run every configuration ``repeat`` times, round-robin so that drift hits all alike."""
+    """Run every configuration ``repeat`` times, round-robin so that drift hits all alike.
+
+    The loop runs first in every round (it is the reference for the results); the others run in
+    an order shuffled per round (seeded, so a rerun repeats it), so that no configuration always
+    follows the same neighbour or sits at the same point of a round on a host whose speed drifts.
+    """
     runs = {config.name: Runs(config.name) for config in configs}
     expected: tuple[int, Any] | None = None
     for round_index in range(repeat):
-        for config in configs:
+        others = [config for config in configs if config.kind != LOOP]
+        random.Random(round_index).shuffle(others)
+        for config in [Config(LOOP), *others]:
             output, total, error = launcher.run(["--one", shape.name, config.name])
             if output is not None:
                 got = (output["n_results"], output["checksum"])
