@@ -47,13 +47,11 @@ _DISPATCH_TASKS = 300
 # Large enough that the pipe's bandwidth, not per-task latency, dominates the round trip.
 _PIPE_PAYLOAD_BYTES = 8 << 20
 # Tasks of about this much CPU keep every worker busy while the hand-off cost is measured: long
-# against the hand-off, short enough that the measurement takes a tenth of a second.
+# against the hand-off, short enough that the four runs take under a second on two CPUs.
 _LOADED_TASK_SECONDS = 0.001
-_LOADED_TASKS_SHORT = 100
-_LOADED_TASKS_LONG = 600
-_CALL_REPEATS = 11
+_LOADED_TASKS = 400
 # Bumped whenever what is measured changes, so that older caches are measured again.
-_CALIBRATION_VERSION = "3"
+_CALIBRATION_VERSION = "4"
 # The calibration subprocess normally takes 1 to 3 s; past this something is wrong.
 _CALIBRATION_TIMEOUT_SECONDS = 120
 
@@ -258,19 +256,14 @@ def _spin(iterations: int) -> int:
     return total
 
 
-def _timed_spin(iterations: int) -> float:
-    started = time.perf_counter()
-    _spin(iterations)
-    return time.perf_counter() - started
-
-
 def _loaded_task_seconds(n_workers: int) -> float:
-    """Per-task overhead while every worker is busy: elapsed beyond the ideal, per task.
+    """Per-task overhead while every worker is busy.
 
     Measured through the runner the plans use (its ordered in-flight window, its chunk wrapper,
     fork when it would fork), not a bare executor: with every CPU busy, each hand-off also costs
-    the caller's CPU time, taken from the workers, and only the real loop shows how much. A short
-    and a long map are each timed twice, the faster kept: their difference cancels the pool's start.
+    the caller's CPU time, taken from the workers, and only the real loop shows how much. The same
+    work runs as one task per item and as one chunk per worker, each the faster of two runs: the
+    difference is the cost of the extra hand-offs alone (no compute estimate, no start-up in it).
     """
     from .plan import Plan
     from .runner import fork_is_safe, run_plan
@@ -278,22 +271,22 @@ def _loaded_task_seconds(n_workers: int) -> float:
     started = time.perf_counter()
     _spin(200_000)
     iterations = int(200_000 * _LOADED_TASK_SECONDS / (time.perf_counter() - started))
-    call = statistics.median(_timed_spin(iterations) for _ in range(_CALL_REPEATS))
-    plan = Plan.fixed("processes", n_workers, 1, start_method="fork" if fork_is_safe() else "loky")
+    start_method = "fork" if fork_is_safe() else "loky"
+    work = [iterations] * _LOADED_TASKS
 
-    def fastest_map(n_tasks: int) -> float:
-        def once() -> float:
+    def fastest(chunksize: int) -> float:
+        plan = Plan.fixed("processes", n_workers, chunksize, start_method=start_method)
+        timings = []
+        for _ in range(2):
             started = time.perf_counter()
-            for _ in run_plan(plan, _spin, iter([iterations] * n_tasks)):
+            for _ in run_plan(plan, _spin, iter(work)):
                 pass
-            return time.perf_counter() - started
+            timings.append(time.perf_counter() - started)
+        return min(timings)
 
-        return min(once(), once())
-
-    short, long = fastest_map(_LOADED_TASKS_SHORT), fastest_map(_LOADED_TASKS_LONG)
-    extra_tasks = _LOADED_TASKS_LONG - _LOADED_TASKS_SHORT
-    ideal = extra_tasks * call / n_workers
-    return max(0.0, long - short - ideal) * n_workers / extra_tasks
+    one_per_item, one_per_worker = fastest(1), fastest(-(-_LOADED_TASKS // n_workers))
+    extra_tasks = _LOADED_TASKS - n_workers
+    return max(0.0, one_per_item - one_per_worker) * n_workers / extra_tasks
 
 
 def _thread_costs(n_many: int) -> tuple[tuple[float, float], float]:
