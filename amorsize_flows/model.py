@@ -281,9 +281,17 @@ def _expected_max_of_normals(count: int) -> float:
     return _STANDARD_NORMAL.inv_cdf((count - 0.375) / (count + 0.25))
 
 
-def _makespan(n_remaining: int, n_workers: int, chunksize: int, chunk_seconds: float) -> float:
-    """Seconds until the last chunk is done, chunks handed to whichever worker is free."""
-    chunks = math.ceil(n_remaining / chunksize)
+def _makespan(situation: Situation, n_workers: int, chunksize: int, chunk_seconds: float) -> float:
+    """Seconds until the last chunk is done, chunks handed to whichever worker is free.
+
+    With a known item count, whole rounds of chunks. With an iterator of unknown length, the count
+    is only a lower bound, so no chunk size can be trusted to split it evenly: the last chunk may
+    start as the others finish and run alone, which costs most for the largest chunks (Graham's
+    bound for list scheduling: an even share plus (1 - 1/workers) of a chunk).
+    """
+    chunks = math.ceil(situation.n_remaining / chunksize)
+    if situation.n_items is None:
+        return (chunks / n_workers + (n_workers - 1) / n_workers) * chunk_seconds
     return math.ceil(chunks / n_workers) * chunk_seconds
 
 
@@ -320,7 +328,7 @@ def _threads(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
     seconds = (
         calibration.thread_start_seconds(n_workers)
         + _warmup_if_cold(situation)
-        + max(_makespan(n, n_workers, chunksize, chunk_seconds), gil_bound, cpu_bound)
+        + max(_makespan(situation, n_workers, chunksize, chunk_seconds), gil_bound, cpu_bound)
         + _tail(profile, n_workers, chunksize)
     )
     return Candidate("threads", n_workers, chunksize, seconds)
@@ -355,7 +363,7 @@ def _processes(situation: Situation, n_workers: int, chunksize: int) -> Candidat
         startup
         + (0.0 if warm_inherited else profile.warmup_seconds)
         + max(
-            _makespan(n, n_workers, chunksize, chunk_seconds)
+            _makespan(situation, n_workers, chunksize, chunk_seconds)
             + _tail(profile, n_workers, chunksize),
             parent_seconds,
             (cpu_seconds + parent_seconds) / cpus,
