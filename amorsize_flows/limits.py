@@ -8,16 +8,20 @@ why it stopped at the number it chose.
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import psutil
 
 __all__ = ["WorkerLimits", "detect", "parse_memory", "worker_limits"]
+
+log = logging.getLogger(__name__)
 
 MAX_WORKERS_ENV = "AMORSIZE_MAX_WORKERS"
 MEMORY_LIMIT_ENV = "AMORSIZE_MEMORY_LIMIT"
@@ -98,12 +102,14 @@ def detect(
     - the CPU affinity mask (``taskset``, Kubernetes static CPU manager);
     - the cgroup v2 ``cpu.max`` quota, or the cgroup v1 CFS quota, of this process's cgroup (found
       through ``/proc/self/cgroup``) and of every parent cgroup, rounded up;
+    - inside a task of a Dask worker (Prefect's DaskTaskRunner, dask.distributed), the worker's
+      threads: the share of the node the cluster gave it;
     - the ``AMORSIZE_MAX_WORKERS`` environment variable;
     - the ``max_workers`` argument.
 
     Memory is the smallest of the cgroup limit minus its current usage (v2 ``memory.max`` or v1
-    ``memory.limit_in_bytes``), psutil's available memory, ``AMORSIZE_MEMORY_LIMIT`` and the
-    ``memory_limit`` argument.
+    ``memory.limit_in_bytes``), psutil's available memory, a Dask worker's ``memory_limit`` minus
+    the worker's memory, ``AMORSIZE_MEMORY_LIMIT`` and the ``memory_limit`` argument.
 
     Args:
         max_workers: a cap on CPUs set by the caller.
@@ -124,6 +130,9 @@ def detect(
     quota = _cpu_quota(cgroups, cgroup_root)
     if quota is not None:
         cpu_candidates.append(quota)
+    dask_cpus, dask_memory = _dask_worker_limits()
+    if dask_cpus is not None:
+        cpu_candidates.append(dask_cpus)
     if env.get(MAX_WORKERS_ENV):
         cpu_candidates.append((_env_positive_int(env, MAX_WORKERS_ENV), MAX_WORKERS_ENV))
     if max_workers is not None:
@@ -136,6 +145,8 @@ def detect(
     cgroup_memory = _cgroup_memory(cgroups, cgroup_root)
     if cgroup_memory is not None:
         memory_candidates.append(cgroup_memory)
+    if dask_memory is not None:
+        memory_candidates.append(dask_memory)
     if env.get(MEMORY_LIMIT_ENV):
         memory_candidates.append((_env_memory(env, MEMORY_LIMIT_ENV), MEMORY_LIMIT_ENV))
     if memory_limit is not None:
@@ -173,6 +184,34 @@ def _env_memory(env: Mapping[str, str], name: str) -> int:
         return parse_memory(env[name])
     except ValueError as error:
         raise ValueError(f"{name} is not a memory size: {error}; unset it or fix it") from None
+
+
+# --- Dask ---------------------------------------------------------------------------------------
+
+
+def _dask_worker_limits() -> tuple[tuple[float, str] | None, tuple[int, str] | None]:
+    """The CPUs and memory of the Dask worker running this task, or None for each.
+
+    Only when ``distributed`` is already imported: a process that never used Dask pays nothing.
+    """
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None, None
+    try:
+        worker = distributed.get_worker()
+    except (ValueError, AttributeError):  # not inside a worker's task
+        return None, None
+    try:
+        cpus: tuple[float, str] | None = (worker.state.nthreads, "Dask worker nthreads")
+        limit = worker.memory_manager.memory_limit
+    except AttributeError:  # a distributed release that moved these: use the other sources
+        log.debug("amorsize: this distributed release hides the worker's limits", exc_info=True)
+        return None, None
+    memory: tuple[int, str] | None = None
+    if limit:
+        used = psutil.Process().memory_info().rss
+        memory = (int(limit) - used, "Dask worker memory_limit - worker memory")
+    return cpus, memory
 
 
 # --- cgroups ---------------------------------------------------------------------------------

@@ -183,3 +183,25 @@ def test_parse_memory_rejects_nonsense(bad: object) -> None:
 
 def test_memory_never_exceeds_what_is_available() -> None:
     assert worker_limits().memory_bytes <= psutil.virtual_memory().available * 1.05
+
+
+def test_a_dask_workers_threads_and_memory_limit_apply_inside_its_tasks() -> None:
+    # A real in-process cluster: the task runs on one of the worker's threads, where the worker,
+    # not the node, says how many CPUs and how much memory this task's map may use.
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=False,
+            memory_limit="1GiB",
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        inside = client.submit(worker_limits, pure=False).result(timeout=60)
+    assert (inside.cpus, inside.cpus_source) == (1, "Dask worker nthreads")
+    assert inside.memory_source == "Dask worker memory_limit - worker memory"
+    assert 0 < inside.memory_bytes < 1 << 30
+    outside = worker_limits()  # distributed imported, but this is no worker's task
+    assert "Dask" not in outside.cpus_source and "Dask" not in outside.memory_source

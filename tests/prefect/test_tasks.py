@@ -78,6 +78,30 @@ def test_plan_artifact_and_results(prefect_api: str) -> None:
     assert row["function"].endswith("stage_functions:scaled")
 
 
+def test_under_a_dask_task_runner_the_map_keeps_to_its_worker(prefect_api: str) -> None:
+    # Prefect's DaskTaskRunner on a real in-process cluster of one single-threaded worker: the
+    # map inside the task may use that worker's one thread, not the node's CPUs.
+    prefect_dask = pytest.importorskip("prefect_dask")
+    spin = amorsize_task(stages.spin).with_options(name="spin-on-dask", history=False)
+    runner = prefect_dask.DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": 1,
+            "threads_per_worker": 1,
+            "processes": False,
+            "dashboard_address": None,
+        }
+    )
+
+    @flow(task_runner=runner)
+    def on_dask() -> list[int]:
+        return spin.submit(list(range(60)), seconds=0.005).result()
+
+    assert on_dask() == list(range(60))
+    row = _table(artifact_key("spin-on-dask"))
+    assert row["cpus"] == 1
+    assert row["backend"] != "processes"
+
+
 def test_second_run_starts_from_the_stored_record(prefect_api: str) -> None:
     spin = amorsize_task(stages.spin).with_options(name="spin-history")
 
