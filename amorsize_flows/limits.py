@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import psutil
 
@@ -55,7 +55,9 @@ class WorkerLimits:
 
     def to_dict(self) -> dict[str, object]:
         """Plain JSON types, for plans, logs and the CLI."""
-        return asdict(self)
+        # Every field is a flat, immutable value: asdict's recursive deep copy is not needed, and
+        # this runs before every map.
+        return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
 def parse_memory(value: str | int) -> int:

@@ -18,7 +18,7 @@ import pickle
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import cloudpickle
@@ -139,7 +139,9 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
-        return asdict(self)
+        # Every field is a flat, immutable value: asdict's recursive deep copy is not needed, and
+        # this runs before every map.
+        return {field.name: getattr(self, field.name) for field in fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Profile:
