@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import itertools
 import logging
 import operator
@@ -230,8 +231,10 @@ def _pooled(
     finished = False
     try:
         with limits:
-            for first, chunk in itertools.islice(chunks, window):
-                pending.append((first, len(chunk), submit(first, chunk)))
+            # loky starts every worker on the first submit: fork them from a frozen heap.
+            with _heap_frozen() if plan.backend == "processes" else contextlib.nullcontext():
+                for first, chunk in itertools.islice(chunks, window):
+                    pending.append((first, len(chunk), submit(first, chunk)))
             while pending:
                 first, size, future = pending.popleft()
                 results, compute, cpu = _collect(future, first, size, cancel, plan)
@@ -247,6 +250,27 @@ def _pooled(
             executor.shutdown(wait=True)
         else:
             _abort(executor, pending, cancel)
+
+
+@contextlib.contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """Fork workers with the caller's objects moved out of the cyclic garbage collector's reach.
+
+    A loky worker runs gc.collect() after its first task; in a forked worker that walks every
+    object inherited from the caller and writes to each one's header, so each worker copies every
+    page of the caller's heap: CPU, memory, and cache the tasks then compete for (the skewed shape
+    ran 12% behind Pool().map, whose workers never collect; 5% with this). Frozen objects stay
+    shared, as CPython's gc.freeze documentation recommends before fork; the caller unfreezes
+    them once the workers exist. A caller that froze objects itself is left alone.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @contextlib.contextmanager

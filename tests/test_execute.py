@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 import multiprocessing
 import os
@@ -23,6 +24,7 @@ from tests.workloads import (
     busy,
     die_on,
     fail_on,
+    frozen_objects,
     model_was_warm,
     pid_of,
     raise_unpicklable,
@@ -186,6 +188,20 @@ def test_serial_map_continues_the_dry_runs_results(n_items: int, options: dict) 
     assert outcome.plan.backend == "serial"
     assert outcome.results == [x * x for x in range(n_items)]
     assert outcome.record.n_items == n_items
+
+
+def test_process_workers_fork_from_a_frozen_heap_that_is_thawed_after() -> None:
+    # Frozen while loky forks the workers (their gc.collect then leaves the caller's pages
+    # shared), unfrozen once they exist; a caller's own frozen objects are not touched.
+    plan = amz.Plan.fixed("processes", 2, 5, start_method="fork")
+    assert min(amz.execute(frozen_objects, range(40), plan=plan)) > 0  # inherited frozen
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        assert amz.execute(square, range(40), plan=plan) == [x * x for x in range(40)]
+        assert gc.get_freeze_count() > 0  # still frozen (a few may have been freed meanwhile)
+    finally:
+        gc.unfreeze()
 
 
 def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:

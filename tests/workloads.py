@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -95,3 +96,8 @@ def raise_unpicklable(x: int) -> int:
 def lock_on(x: int, bad: int = 3) -> object:
     """Return a lock (which no pickle can carry) for item ``bad``, else the item."""
     return threading.Lock() if x == bad else x
+
+
+def frozen_objects(_: object) -> int:
+    """How many objects this process's garbage collector keeps frozen (gc.freeze)."""
+    return gc.get_freeze_count()
