@@ -101,3 +101,10 @@ def lock_on(x: int, bad: int = 3) -> object:
 def frozen_objects(_: object) -> int:
     """How many objects this process's garbage collector keeps frozen (gc.freeze)."""
     return gc.get_freeze_count()
+
+
+def pause_at(x: int, at: int = 500, seconds: float = 0.02) -> int:
+    """Cheap, except that item ``at`` stalls as a garbage collection of a big heap would."""
+    if x == at:
+        time.sleep(seconds)
+    return x
