@@ -31,6 +31,8 @@ import psutil
 from loky.backend.context import get_context
 
 from .errors import AmorsizeError
+from .plan import Plan
+from .runner import fork_is_safe, run_plan
 
 __all__ = ["CACHE_DIR_ENV", "Calibration", "cache_path", "get_calibration", "measure"]
 
@@ -265,9 +267,6 @@ def _loaded_task_seconds(n_workers: int) -> float:
     work runs as one task per item and as one chunk per worker, each the faster of two runs: the
     difference is the cost of the extra hand-offs alone (no compute estimate, no start-up in it).
     """
-    from .plan import Plan
-    from .runner import fork_is_safe, run_plan
-
     started = time.perf_counter()
     _spin(200_000)
     iterations = int(200_000 * _LOADED_TASK_SECONDS / (time.perf_counter() - started))

@@ -308,6 +308,7 @@ class _Meter:
         self.results: list[Any] = []
         self.wall: list[float] = []  # calls timed one at a time
         self.batches: list[tuple[float, int]] = []  # (seconds, calls) of cheap calls timed together
+        self._batched_mean = 0.0  # of the batches, pauses left out; updated as each one ends
         self.single_thread: list[float] = []
         self.gil_share: float | None = None
         self.cpu_steady = self.wall_steady = 0.0
@@ -331,7 +332,7 @@ class _Meter:
         clock reading around each call would cost more than the call), else from the calls timed
         one at a time after the first (the first one if there is no other)."""
         if self.batches:
-            return _mean_of_unpaused(self.batches)
+            return self._batched_mean
         steady = self.wall[1:] or self.wall
         return sum(steady) / len(steady) if steady else 0.0
 
@@ -386,6 +387,7 @@ class _Meter:
             error.add_note(f"amorsize: raised by item {failed} during the dry run")
             raise
         self.batches.append((time.perf_counter() - started, len(batch)))
+        self._batched_mean = _mean_of_unpaused(self.batches)
         self.cpu_steady = time.process_time() - self._cpu_mark
         self.wall_steady = time.perf_counter() - self._wall_mark
         self.results.extend(results)
