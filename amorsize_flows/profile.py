@@ -83,13 +83,14 @@ PAUSED_BATCH_FACTOR = 4.0
 # batches, contribute a batch's worth.
 PICKLE_PROBES = 8
 QUICK_PICKLE_SECONDS = 1e-3
-# An iterator of unknown length is read ahead, to learn whether the map is long enough to pay for
-# workers, at most this many items, this many bytes (pickled), or this many seconds of reading.
+# An iterator of unknown length is read ahead to learn its length: whether the map pays for workers,
+# and which chunk size splits it evenly (unknown, the last chunk may run alone). At most this many
+# items, this many bytes (pickled), or this many seconds of reading: the items are read by the
+# caller either way, only earlier. (Stopping once 2 s of work were seen left a generator of 2000
+# x 1 ms calls of unknown length, planned in chunks of 14: 1.18 s, against 1.08 s in chunks of 1000.)
 LOOKAHEAD_MAX_ITEMS = 100_000
 LOOKAHEAD_MAX_BYTES = 256 << 20
 LOOKAHEAD_MAX_SECONDS = 0.05
-# Items worth of work that surely pays for starting workers (starts take 0.01 to 1 s).
-LOOKAHEAD_HORIZON_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -538,15 +539,10 @@ def _pickled_function_size(func: Callable[..., Any]) -> tuple[int, str]:
 def _look_ahead(
     iterator: Iterator[Any], n_items: int | None, consumed: int, profile: Profile
 ) -> tuple[Iterator[Any], int | None, int]:
-    """For an iterator of unknown length, read ahead to learn whether the map is long."""
+    """For an iterator of unknown length, read ahead, within bounds, to learn its length."""
     if n_items is not None:
         return iterator, n_items, n_items
-    per_item = max(profile.seconds_per_item, 1e-9)
-    limit = min(
-        LOOKAHEAD_MAX_ITEMS,
-        math.ceil(LOOKAHEAD_HORIZON_SECONDS / per_item),
-        int(LOOKAHEAD_MAX_BYTES / max(profile.bytes_in_per_item, 1.0)),
-    )
+    limit = min(LOOKAHEAD_MAX_ITEMS, int(LOOKAHEAD_MAX_BYTES / max(profile.bytes_in_per_item, 1.0)))
     buffer: list[Any] = []
     deadline = time.perf_counter() + LOOKAHEAD_MAX_SECONDS
     for item in iterator:

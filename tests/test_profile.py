@@ -49,6 +49,14 @@ def test_short_generator_length_becomes_known() -> None:
     assert dry.results + [square(x) for x in dry.rest] == [square(x) for x in range(20)]
 
 
+def test_long_generator_of_slow_calls_has_its_length_read() -> None:
+    # 1500 calls of 2 ms are 3 s of work: long enough to pay for workers, but the chunk size that
+    # splits the map evenly needs the length, and reading 1500 numbers ahead costs microseconds.
+    dry = sample(sleepy, (0.002 for _ in range(1500)), sample_size=2)
+    assert dry.n_items == 1500
+    assert len(dry.results) + sum(1 for _ in dry.rest) == 1500
+
+
 def test_empty_input() -> None:
     dry = sample(square, [], parallelism=(2, 64))
     assert (dry.results, dry.n_items, dry.profile.sampled_items) == ([], 0, 0)
