@@ -1,97 +1,142 @@
-"""Does the same function run slower inside one executor's worker than inside another's?
+"""Do the same chunks of pure Python run slower in one executor's workers than in another's?
 
-On some hosts ``multiprocessing.Pool().map`` beats every process configuration of ours by a few
-percent at equal chunk sizes. This isolates the worker: ONE worker, no contention, the same pure-
-Python items (``workloads.burn_5ms``), each timed inside the worker; each executor runs in a fresh
-process, alternating, and the median per-item time of each run is reported.
+With equal chunks, ``multiprocessing.Pool().map`` beats our process plans by a few percent on some
+functions and not on others. This isolates the workers: two of them, the same 300 items in chunks
+of 38 (Pool's own choice for 300 items on 2 workers), for three pure-Python functions that stress
+the interpreter differently (integer arithmetic, dict updates, float math), on Pool, the standard
+ProcessPoolExecutor, loky and our runner, all forking. Each runs in a fresh process that imported
+all four, in a shuffled order each round, and the median wall time of the map is reported.
+``pool+init`` is Pool with an initializer that only keeps 1000 small objects alive: if it moves
+Pool as much as the executors differ, the gap is how the worker's memory happens to be laid out,
+not what the executor does.
 
 Usage (from the repository root)::
 
-    python -m benchmarks.executor_gap                # 6 rounds, about 40 s
+    python -m benchmarks.executor_gap                # 8 rounds, about 4 minutes
     python -m benchmarks.executor_gap --rounds 12
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import random
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from .workloads import burn_5ms
+from .workloads import ITERATIONS_PER_MS, spin
 
 __all__ = ["main"]
 
-EXECUTORS = ("pool", "loky", "executor", "amorsize")
-N_ITEMS = 200
-CHUNKSIZE = 50
+EXECUTORS = ("pool", "pool+init", "executor", "loky", "amorsize")
+N_ITEMS = 300
+CHUNKSIZE = 38
+# About 3.5 ms per item each, on the reference machine.
+ITEM_SIZES = {"integers": int(3.5 * ITERATIONS_PER_MS), "dicts": 30_000, "floats": 36_000}
+_KEPT: list[object] = []
 
 
-def timed_burn(seed: int) -> float:
-    """Seconds one ~5 ms item takes, measured inside the worker."""
+def integers(n: int) -> int:
+    """Integer arithmetic in a loop (the benchmark's ``spin``)."""
+    return spin(n)
+
+
+def dicts(n: int) -> int:
+    """Dict updates with integer keys and values."""
+    counts: dict[int, int] = {}
+    for i in range(n):
+        counts[i % 1021] = counts.get(i % 1021, 0) + i
+    return sum(counts.values())
+
+
+def floats(n: int) -> float:
+    """Float math through a C function."""
+    total = 0.0
+    for i in range(1, n):
+        total += math.sin(i) * 0.5 / i
+    return total
+
+
+FUNCTIONS: dict[str, Callable[[int], Any]] = {
+    "integers": integers,
+    "dicts": dicts,
+    "floats": floats,
+}
+
+
+def keep_some_objects() -> None:
+    """A Pool initializer that does nothing but allocate: it moves the worker's heap layout."""
+    _KEPT.extend(object() for _ in range(1000))
+
+
+def run_one(executor: str, function: str) -> float:
+    """Wall seconds of the map of ``function`` with ``executor``, in this process."""
+    func, size = FUNCTIONS[function], ITEM_SIZES[function]
+    items = [size + i % 5 for i in range(N_ITEMS)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import loky
+    from loky.backend.context import get_context
+
+    import amorsize_flows as amz
+
     started = time.perf_counter()
-    burn_5ms(seed)
+    if executor in ("pool", "pool+init"):
+        initializer = keep_some_objects if executor == "pool+init" else None
+        with multiprocessing.get_context("fork").Pool(2, initializer=initializer) as pool:
+            pool.map(func, items, chunksize=CHUNKSIZE)
+    elif executor == "executor":
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(2, mp_context=context) as standard_executor:
+            list(standard_executor.map(func, items, chunksize=CHUNKSIZE))
+    elif executor == "loky":
+        pool_executor = loky.ProcessPoolExecutor(2, context=get_context("fork"))
+        list(pool_executor.map(func, items, chunksize=CHUNKSIZE))
+        pool_executor.shutdown(wait=True)
+    elif executor == "amorsize":
+        plan = amz.Plan.fixed("processes", 2, CHUNKSIZE, start_method="fork")
+        amz.execute(func, items, plan=plan)
+    else:
+        raise ValueError(f"`executor` must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     return time.perf_counter() - started
 
 
-def run_one(executor: str) -> float:
-    """The median seconds per item inside one worker of ``executor``."""
-    items = list(range(N_ITEMS))
-    if executor == "pool":
-        import multiprocessing
-
-        with multiprocessing.get_context("fork").Pool(1) as pool:
-            seconds = pool.map(timed_burn, items, chunksize=CHUNKSIZE)
-    elif executor == "loky":
-        import loky
-        from loky.backend.context import get_context
-
-        pool_executor = loky.ProcessPoolExecutor(1, context=get_context("fork"))
-        seconds = list(pool_executor.map(timed_burn, items, chunksize=CHUNKSIZE))
-        pool_executor.shutdown(wait=True)
-    elif executor == "executor":
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as ppe:
-            seconds = list(ppe.map(timed_burn, items, chunksize=CHUNKSIZE))
-    elif executor == "amorsize":
-        import amorsize_flows as amz
-
-        plan = amz.Plan.fixed("processes", 1, CHUNKSIZE, start_method="fork")
-        seconds = amz.execute(timed_burn, items, plan=plan)
-    else:
-        raise ValueError(f"`executor` must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    return statistics.median(seconds)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Alternate the executors in fresh processes and print each one's per-item medians."""
+    """Run every (executor, function) pair in fresh processes, shuffled, and print the medians."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6, help="runs per executor (default 6)")
-    parser.add_argument("--one", choices=EXECUTORS, help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=8, help="runs of each pair (default 8)")
+    parser.add_argument("--one", nargs=2, metavar=("EXECUTOR", "FUNCTION"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(run_one(args.one))
+        print(json.dumps(run_one(*args.one)))
         return 0
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
-    medians: dict[str, list[float]] = {executor: [] for executor in EXECUTORS}
+    pairs = [(executor, function) for function in FUNCTIONS for executor in EXECUTORS]
+    seconds: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+    order = random.Random(0)
     for _ in range(args.rounds):
-        for executor in EXECUTORS:
-            command = [sys.executable, "-m", "benchmarks.executor_gap", "--one", executor]
+        order.shuffle(pairs)
+        for executor, function in pairs:
+            command = [sys.executable, "-m", "benchmarks.executor_gap", "--one", executor, function]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            medians[executor].append(float(output.strip().splitlines()[-1]))
-    reference = statistics.median(medians["pool"])
-    print(f"median ms per ~5 ms item inside one worker, {args.rounds} fresh runs each:")
-    for executor, values in medians.items():
-        middle = statistics.median(values)
-        runs = " ".join(f"{value * 1e3:.2f}" for value in values)
-        print(
-            f"  {executor:9s} {middle * 1e3:6.2f} ({middle / reference - 1:+.1%} vs pool)  [{runs}]"
-        )
+            seconds[executor, function].append(json.loads(output.strip().splitlines()[-1]))
+    print(
+        f"median wall s, 2 workers, {N_ITEMS} items in chunks of {CHUNKSIZE}, {args.rounds} runs:"
+    )
+    for function in FUNCTIONS:
+        reference = statistics.median(seconds["pool", function])
+        cells = []
+        for executor in EXECUTORS:
+            middle = statistics.median(seconds[executor, function])
+            cells.append(f"{executor} {middle:.3f} ({middle / reference - 1:+.1%})")
+        print(f"  {function:9s} " + "  ".join(cells))
     return 0
 
 
