@@ -403,6 +403,10 @@ def _init_worker(function_bytes: bytes, inner_threads: int) -> None:
     # Ctrl-C reaches the whole process group; the caller handles it and then kills the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
+    # Pools already loaded (inherited by fork) are capped now; one the function loads later (numpy
+    # imported in the worker, as when a stored plan skipped the dry run) sizes itself from the
+    # environment. loky sets it for its fresh interpreters; a forked worker has the caller's.
+    os.environ.update({name: str(inner_threads) for name in _THREAD_ENV_VARS})
     threadpool_limits(inner_threads)
     global _worker_function
     _worker_function = cloudpickle.loads(function_bytes)

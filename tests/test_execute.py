@@ -308,6 +308,40 @@ def test_signal_leaves_no_worker_alive(start_method: str, signum: int, tmp_path:
     assert not alive, f"workers survived: {alive}"
 
 
+BLAS_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    import amorsize_flows as amz
+    from tests.workloads import blas_threads
+    assert "numpy" not in sys.modules
+    plan = amz.Plan.fixed("processes", 2, 1, start_method=sys.argv[1])
+    print(max(amz.execute(blas_threads, range(4), plan=plan)))
+    """
+)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "loky"])
+def test_blas_loaded_inside_a_worker_gets_the_workers_share(start_method: str) -> None:
+    # A stored plan skips the dry run, so the caller may never load numpy: each worker then loads
+    # OpenBLAS itself, which sizes its pool from the environment, to every CPU unless told.
+    cpus = len(os.sched_getaffinity(0))
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.endswith(("_NUM_THREADS", "_MAXIMUM_THREADS"))
+    }
+    env["PYTHONPATH"] = os.pathsep.join([str(Path.cwd()), *sys.path])
+    completed = subprocess.run(
+        [sys.executable, "-c", BLAS_SCRIPT, start_method],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    assert int(completed.stdout.strip()) == max(1, cpus // 2)
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [

@@ -108,3 +108,11 @@ def pause_at(x: int, at: int = 500, seconds: float = 0.02) -> int:
     if x == at:
         time.sleep(seconds)
     return x
+
+
+def blas_threads(_: object) -> int:
+    """The most threads any BLAS/OpenMP pool of this process has, numpy loaded here if need be."""
+    import numpy  # noqa: F401  (loads OpenBLAS, whose pool size is read from the environment)
+    from threadpoolctl import threadpool_info
+
+    return max((pool["num_threads"] for pool in threadpool_info()), default=0)
