@@ -309,6 +309,7 @@ def _prepare(
         sample_size=options.sample_size,
         parallelism=parallelism,
         processes_possible=not limits.daemonic and limits.cpus > 1,
+        memory_bytes=limits.memory_bytes,
     )
     done = len(dry.results)
     n_remaining = (dry.n_items if dry.n_items is not None else dry.n_items_lower_bound) - done

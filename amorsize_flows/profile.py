@@ -91,6 +91,9 @@ QUICK_PICKLE_SECONDS = 1e-3
 LOOKAHEAD_MAX_ITEMS = 100_000
 LOOKAHEAD_MAX_BYTES = 256 << 20
 LOOKAHEAD_MAX_SECONDS = 0.05
+# Nor more than this share of the memory the map may use: in a small container, items held to
+# learn a length must not crowd out the workers the model plans into that memory.
+LOOKAHEAD_MEMORY_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,7 @@ def sample(
     sample_size: int | None = None,
     parallelism: Parallelism = (1, 1),
     processes_possible: bool = True,
+    memory_bytes: int | None = None,
     start_index: int = 0,
 ) -> Sample:
     """Run ``func`` on the first few items here and measure what a call costs.
@@ -253,6 +257,7 @@ def sample(
         sample_size: steady-state calls to make after the first; adaptive when None.
         parallelism: (CPUs, threads) the map could use at most; bounds the dry run's share.
         processes_possible: False inside a daemonic process, where only threads can help.
+        memory_bytes: the memory the map may use; bounds the items read ahead of an iterator.
         start_index: the index of the first item, for error notes.
 
     Raises:
@@ -290,7 +295,7 @@ def sample(
     if n_items is not None and meter.calls >= n_items:
         n_items = meter.calls
     profile = meter.profile()
-    rest, n_items, lower_bound = _look_ahead(iterator, n_items, meter.calls, profile)
+    rest, n_items, lower_bound = _look_ahead(iterator, n_items, meter.calls, profile, memory_bytes)
     log.debug(
         "dry run: %d calls in %.4fs, %.6fs per call",
         meter.calls,
@@ -537,12 +542,19 @@ def _pickled_function_size(func: Callable[..., Any]) -> tuple[int, str]:
 
 
 def _look_ahead(
-    iterator: Iterator[Any], n_items: int | None, consumed: int, profile: Profile
+    iterator: Iterator[Any],
+    n_items: int | None,
+    consumed: int,
+    profile: Profile,
+    memory_bytes: int | None,
 ) -> tuple[Iterator[Any], int | None, int]:
     """For an iterator of unknown length, read ahead, within bounds, to learn its length."""
     if n_items is not None:
         return iterator, n_items, n_items
-    limit = min(LOOKAHEAD_MAX_ITEMS, int(LOOKAHEAD_MAX_BYTES / max(profile.bytes_in_per_item, 1.0)))
+    max_bytes = LOOKAHEAD_MAX_BYTES
+    if memory_bytes is not None:
+        max_bytes = min(max_bytes, int(LOOKAHEAD_MEMORY_SHARE * memory_bytes))
+    limit = min(LOOKAHEAD_MAX_ITEMS, int(max_bytes / max(profile.bytes_in_per_item, 1.0)))
     buffer: list[Any] = []
     deadline = time.perf_counter() + LOOKAHEAD_MAX_SECONDS
     for item in iterator:

@@ -58,6 +58,22 @@ def test_long_generator_of_slow_calls_has_its_length_read() -> None:
     assert len(dry.results) + sum(1 for _ in dry.rest) == 1500
 
 
+@pytest.mark.parametrize(("memory_mb", "most_held"), [(20, 1), (200, 10)])
+def test_look_ahead_holds_at_most_a_share_of_the_memory(memory_mb: int, most_held: int) -> None:
+    pulled = 0
+
+    def megabytes():
+        nonlocal pulled
+        for _ in range(100):
+            pulled += 1
+            yield bytes(1 << 20)
+
+    dry = sample(len, megabytes(), sample_size=2, memory_bytes=memory_mb << 20)
+    assert dry.n_items is None  # 100 MB were not read to learn the length
+    assert 1 <= pulled - len(dry.results) <= most_held
+    assert len(dry.results) + sum(1 for _ in dry.rest) == 100
+
+
 def test_empty_input() -> None:
     dry = sample(square, [], parallelism=(2, 64))
     assert (dry.results, dry.n_items, dry.profile.sampled_items) == ([], 0, 0)
