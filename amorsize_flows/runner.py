@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import loky
@@ -37,7 +37,9 @@ from loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 from threadpoolctl import threadpool_limits
 
 from .errors import MapCancelledError, WorkerDiedError
-from .plan import Plan
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 __all__ = ["ProgressCallback", "RunStats", "fork_is_safe", "run_plan"]
 

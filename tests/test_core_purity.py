@@ -1,4 +1,4 @@
-"""The core imports no orchestrator; the integrations say which extra is missing."""
+"""The core imports no orchestrator, its workers import little; the integrations name the extra."""
 
 from __future__ import annotations
 
@@ -49,3 +49,34 @@ def test_integrations_name_the_missing_extra() -> None:
         done = _run(f"import {module}")
         assert done.returncode != 0
         assert f'pip install "amorsize-flows[{extra}]"' in done.stderr, done.stderr
+
+
+def test_a_process_worker_imports_the_runner_without_the_planner() -> None:
+    # A fresh worker unpickles the runner's functions, so it imports the package: the planner,
+    # jsonschema and tqdm would cost each one about 0.1 s before its first item.
+    done = _run(
+        """
+        import amorsize_flows.runner
+        heavy = {"amorsize_flows.api", "amorsize_flows.model", "jsonschema", "tqdm"}
+        assert not heavy & set(sys.modules), heavy & set(sys.modules)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_public_name_resolves() -> None:
+    done = _run(
+        """
+        import amorsize_flows as amz
+        for name in amz.__all__:
+            getattr(amz, name)
+        assert set(amz.__all__) <= set(dir(amz))
+        try:
+            amz.no_such_name
+        except AttributeError as error:
+            assert "no_such_name" in str(error)
+        else:
+            raise AssertionError("a missing name resolved")
+        """
+    )
+    assert done.returncode == 0, done.stderr
