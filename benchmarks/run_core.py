@@ -210,22 +210,23 @@ def _mapper(config: Config) -> Mapper:
             None,
         )
 
-    import amorsize_flows as amz
+    # Named imports: the package loads its modules on first use, which must happen here.
+    from amorsize_flows import Plan, execute, run
 
     if config.kind == EXECUTE:
 
         def execute_map(
             func: Callable[[Any], Any], items: Iterable[Any]
         ) -> tuple[list[Any], dict[str, Any]]:
-            outcome = amz.run(func, items)
+            outcome = run(func, items)
             return outcome.results, _execute_facts(outcome.plan, outcome.record)
 
         return execute_map
     backend = cast(Literal["threads", "processes"], config.backend)
-    plan = amz.Plan.fixed(
+    plan = Plan.fixed(
         backend, config.n_jobs, config.chunksize, start_method=config.start_method or None
     )
-    return lambda func, items: (amz.execute(func, items, plan=plan), None)
+    return lambda func, items: (execute(func, items, plan=plan), None)
 
 
 def _execute_facts(plan: Plan, record: RunRecord) -> dict[str, Any]:
