@@ -390,7 +390,6 @@ def _process_executor(plan: Plan, func: Callable[[Any], Any], inner_threads: int
         context=context,
         initializer=_init_worker,
         initargs=(cloudpickle.dumps(func), inner_threads),
-        env={name: str(inner_threads) for name in _THREAD_ENV_VARS},
     )
 
 
@@ -405,9 +404,10 @@ def _init_worker(function_bytes: bytes, inner_threads: int) -> None:
     # Ctrl-C reaches the whole process group; the caller handles it and then kills the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
-    # Pools already loaded (inherited by fork) are capped now; one the function loads later (numpy
-    # imported in the worker, as when a stored plan skipped the dry run) sizes itself from the
-    # environment. loky sets it for its fresh interpreters; a forked worker has the caller's.
+    # Pools already loaded (inherited by fork) are capped now; one loaded later (numpy imported by
+    # unpickling the function below, or inside it, as when a stored plan skipped the dry run) sizes
+    # itself from the environment. Set here for every start method: loky's own `env=` reaches only
+    # its fresh interpreters, and a forked worker would keep the caller's.
     os.environ.update({name: str(inner_threads) for name in _THREAD_ENV_VARS})
     threadpool_limits(inner_threads)
     global _worker_function
