@@ -274,11 +274,21 @@ def _v2_mount(cgroup_root: str) -> str:
 
 
 def _read_text(path: str) -> str | None:
+    # os.read, not open(): no file object, no buffer, no codec; these files are a line or two,
+    # and a map reads about ten of them before it starts.
     try:
-        with open(path, "rb") as file:  # bytes: a text codec would be looked up on first use
-            return file.read().decode(errors="replace")
+        descriptor = os.open(path, os.O_RDONLY)
     except OSError:
         return None
+    try:
+        chunks = []
+        while chunk := os.read(descriptor, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
 
 
 def _read_fields(path: str) -> list[str] | None:
@@ -298,8 +308,10 @@ def _cpu_quota(cgroups: Mapping[str, str], cgroup_root: str) -> tuple[float, str
         mount = _v1_mount(cgroup_root, "cpu")
         for directory in _cgroup_dirs(mount, cgroups["cpu"]) if mount else []:
             quota = _read_fields(os.path.join(directory, "cpu.cfs_quota_us"))
+            if not quota or int(quota[0]) <= 0:
+                continue  # -1: no quota here, and no period worth reading
             period = _read_fields(os.path.join(directory, "cpu.cfs_period_us"))
-            if quota and period and int(quota[0]) > 0 and int(period[0]) > 0:
+            if period and int(period[0]) > 0:
                 quotas.append((int(quota[0]) / int(period[0]), "cgroup v1 cpu.cfs_quota_us"))
     return min(quotas, key=lambda quota: quota[0]) if quotas else None
 
