@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sized
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cloudpickle
@@ -49,7 +49,14 @@ class MapRun:
 
     results: list[Any]
     plan: Plan
-    record: RunRecord
+    _iterator: MapIterator = field(repr=False, compare=False)
+
+    @property
+    def record(self) -> RunRecord:
+        """What the run really cost, built on first use (``execute`` never needs it)."""
+        record = self._iterator.record
+        assert record is not None  # the iterator was exhausted to get the results
+        return record
 
 
 def optimize(
@@ -147,8 +154,7 @@ def run(
     results: list[Any] = next(chunks, [])  # the dry run's results: owned, not copied
     for chunk in chunks:
         results.extend(chunk)
-    assert iterator.record is not None
-    return MapRun(results, iterator.plan, iterator.record)
+    return MapRun(results, iterator.plan, iterator)
 
 
 def imap(
@@ -162,8 +168,8 @@ def imap(
 ) -> MapIterator:
     """A lazy iterator of ``func(item)`` in input order, with bounded memory.
 
-    The dry run happens now, so ``.plan`` is known at once; ``.record`` is set when the iterator
-    is exhausted. Closing it early (or leaving a ``for`` loop) stops the workers.
+    The dry run happens now, so ``.plan`` is known at once; ``.record`` once the iterator is
+    exhausted. Closing it early (or leaving a ``for`` loop) stops the workers.
     """
     _check_callable(func)
     checked = _Options.build(options)
@@ -442,15 +448,30 @@ class MapIterator(Iterator[Any]):
         cancel: threading.Event | None,
     ) -> None:
         self.plan = prepared.plan
-        self.record: RunRecord | None = None
         self._func = func
         self._prepared = prepared
         self._started = started
         self._stats = RunStats()
         self._progress = progress
         self._cancel = cancel
+        self._sampled = len(prepared.results)
+        self._wall_seconds: float | None = None  # set when the last result is out
+        self._record: RunRecord | None = None
         self._chunks = self._generate()
         self._results = itertools.chain.from_iterable(self._chunks)
+
+    @property
+    def record(self) -> RunRecord | None:
+        """What the run really cost; None until the iterator is exhausted.
+
+        Built on first use: a plain ``execute`` never asks, and building it is a tenth of a
+        millisecond, 0.4% of a 25 ms map.
+        """
+        if self._record is None and self._wall_seconds is not None:
+            self._record = _record(
+                self.plan, self._prepared, self._stats, self._wall_seconds, self._sampled
+            )
+        return self._record
 
     def __next__(self) -> Any:
         return next(self._results)
@@ -465,7 +486,7 @@ class MapIterator(Iterator[Any]):
 
     def _generate(self) -> Generator[list[Any], None, None]:
         prepared = self._prepared
-        done = len(prepared.results)
+        done = self._sampled
         with (
             _progress_reporter(self._progress, prepared.n_items, done) as on_chunk,
             _sigterm_cancels(self.plan.backend == "processes"),
@@ -487,17 +508,18 @@ class MapIterator(Iterator[Any]):
                 cpus=prepared.limits.cpus,
                 into=dry_results,
             )
-        self.record = _record(
-            self.plan, prepared, self._stats, time.perf_counter() - self._started, done
-        )
-        log.info(
-            "amorsize: %s: %d items in %.3fs, achieved speedup %.2fx (estimated %.2fx)",
-            self.plan.function,
-            self.record.n_items,
-            self.record.wall_seconds,
-            self.record.achieved_speedup,
-            self.plan.estimated_speedup,
-        )
+        self._wall_seconds = time.perf_counter() - self._started
+        if log.isEnabledFor(logging.INFO):
+            record = self.record
+            assert record is not None
+            log.info(
+                "amorsize: %s: %d items in %.3fs, achieved speedup %.2fx (estimated %.2fx)",
+                self.plan.function,
+                record.n_items,
+                record.wall_seconds,
+                record.achieved_speedup,
+                self.plan.estimated_speedup,
+            )
 
 
 @contextlib.contextmanager
