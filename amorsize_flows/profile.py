@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import operator
+import os
 import pickle
 import statistics
 import threading
@@ -29,6 +30,8 @@ from threadpoolctl import threadpool_limits
 __all__ = ["Parallelism", "Profile", "Sample", "function_identity", "sample"]
 
 log = logging.getLogger(__name__)
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 Parallelism = tuple[int, int]  # (CPUs, threads) a map could use at most
 
@@ -323,9 +326,8 @@ class _Meter:
         self.probed_items: list[Any] = []
         self.probed_results: list[Any] = []
         self.function_bytes, self.not_picklable = _pickled_function_size(func)
-        self.process = psutil.Process()
         self.started = time.perf_counter()
-        self.memory_before = self.memory_after_first = self.process.memory_info().rss
+        self.memory_before = self.memory_after_first = _resident_bytes()
         self._cpu_mark = self._wall_mark = 0.0
 
     @property
@@ -373,7 +375,7 @@ class _Meter:
             self.cpu_steady = time.process_time() - self._cpu_mark
             self.wall_steady = time.perf_counter() - self._wall_mark
         elif self.calls == 0:
-            self.memory_after_first = self.process.memory_info().rss
+            self.memory_after_first = _resident_bytes()
         self.results.append(result)
         if len(self.probed_items) < PICKLE_PROBES:
             self.probed_items.append(item)
@@ -462,7 +464,7 @@ class _Meter:
 
     def profile(self) -> Profile:
         mean = self.mean
-        growth = max(0, self.process.memory_info().rss - self.memory_after_first)
+        growth = max(0, _resident_bytes() - self.memory_after_first)
         per_call_growth = growth / max(1, self.calls - 1)
         return Profile(
             first_call_seconds=self.wall[0] if self.wall else 0.0,
@@ -524,6 +526,23 @@ def _mean_of_unpaused(batches: list[tuple[float, int]]) -> float:
     typical = statistics.median(seconds / calls for seconds, calls in batches)
     kept = [(s, n) for s, n in batches if s / n <= PAUSED_BATCH_FACTOR * typical] or batches
     return sum(s for s, _ in kept) / sum(n for _, n in kept)
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory now.
+
+    On Linux one read of /proc/self/statm. psutil.Process() reads two more files first, to guard
+    against a reused PID, which cannot happen to the process asking about itself: 0.1 ms against
+    0.02 ms for the dry run's three readings, in a fresh process.
+    """
+    try:
+        descriptor = os.open("/proc/self/statm", os.O_RDONLY)
+    except OSError:
+        return int(psutil.Process().memory_info().rss)
+    try:
+        return int(os.read(descriptor, 256).split()[1]) * _PAGE_BYTES
+    finally:
+        os.close(descriptor)
 
 
 def _stdev(values: list[float]) -> float:

@@ -8,9 +8,15 @@ import pickle
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from amorsize_flows.profile import MAX_SAMPLE_SECONDS, function_identity, sample
+from amorsize_flows.profile import (
+    MAX_SAMPLE_SECONDS,
+    _resident_bytes,
+    function_identity,
+    sample,
+)
 from tests.workloads import append_to, busy, lock_on, pause_at, sleepy, square
 
 
@@ -99,6 +105,26 @@ def test_measures_sizes_and_warmup() -> None:
     assert profile.bytes_out_per_item > 100_000
     assert profile.bytes_in_per_item < 100
     assert profile.picklable
+
+
+def test_measures_memory_kept_by_the_warm_up_and_by_each_call() -> None:
+    kept: list[bytes] = []
+
+    def load_then_cache(item: int) -> int:
+        if not kept:
+            kept.append(b"\1" * (64 << 20))  # a model loaded by the first call
+        kept.append(b"\2" * (1 << 20))  # and a cache that grows by 1 MB a call
+        return item
+
+    profile = sample(load_then_cache, range(100), sample_size=6).profile
+    assert 64 << 20 <= profile.warm_memory_bytes <= 70 << 20
+    assert 0.9 * (1 << 20) <= profile.item_memory_bytes <= 1.2 * (1 << 20)
+
+
+def test_resident_memory_is_what_psutil_reports() -> None:
+    untouched = bytearray(256 << 20)  # reserved, never written: not resident
+    assert abs(_resident_bytes() - psutil.Process().memory_info().rss) < 1 << 20
+    del untouched
 
 
 def test_unpicklable_function_is_reported_not_fatal() -> None:
