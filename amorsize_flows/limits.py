@@ -28,6 +28,8 @@ MEMORY_LIMIT_ENV = "AMORSIZE_MEMORY_LIMIT"
 
 # cgroup v1 writes this (PAGE_COUNTER_MAX rounded to pages) when no memory limit is set.
 _CGROUP_V1_UNLIMITED = 1 << 62
+# The files read here are a few lines; /proc/self/cgroup is one line per controller.
+_MAX_FILE_BYTES = 1 << 16
 
 _MEMORY_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _MEMORY_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
@@ -125,11 +127,13 @@ def detect(
         _check_positive_int("max_workers", max_workers)
     cgroups = _read_proc_cgroup(os.fspath(proc_root))
     cgroup_root = os.fspath(cgroup_root)
+    # The v2 hierarchy limits both CPUs and memory: its directories are found once.
+    unified = _cgroup_dirs(_v2_mount(cgroup_root), cgroups[""]) if "" in cgroups else []
 
     cpu_candidates: list[tuple[float, str]] = [(os.cpu_count() or 1, "os.cpu_count")]
     if hasattr(os, "sched_getaffinity"):
         cpu_candidates.append((len(os.sched_getaffinity(0)), "CPU affinity"))
-    quota = _cpu_quota(cgroups, cgroup_root)
+    quota = _cpu_quota(cgroups, cgroup_root, unified)
     if quota is not None:
         cpu_candidates.append(quota)
     dask_cpus, dask_memory = _dask_worker_limits()
@@ -144,7 +148,7 @@ def detect(
     memory_candidates: list[tuple[int, str]] = [
         (psutil.virtual_memory().available, "available memory (psutil)")
     ]
-    cgroup_memory = _cgroup_memory(cgroups, cgroup_root)
+    cgroup_memory = _cgroup_memory(cgroups, cgroup_root, unified)
     if cgroup_memory is not None:
         memory_candidates.append(cgroup_memory)
     if dask_memory is not None:
@@ -274,17 +278,15 @@ def _v2_mount(cgroup_root: str) -> str:
 
 
 def _read_text(path: str) -> str | None:
-    # os.read, not open(): no file object, no buffer, no codec; these files are a line or two,
-    # and a map reads about ten of them before it starts.
+    # One os.open and one os.read: no file object, no buffer, no codec. A map reads about ten of
+    # these files before it starts, a system call costs microseconds on a VM, and the kernel hands
+    # out a proc or cgroup file of a few lines whole, in the first read.
     try:
         descriptor = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
-        chunks = []
-        while chunk := os.read(descriptor, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks).decode(errors="replace")
+        return os.read(descriptor, _MAX_FILE_BYTES).decode(errors="replace")
     except OSError:
         return None
     finally:
@@ -296,14 +298,16 @@ def _read_fields(path: str) -> list[str] | None:
     return None if text is None else text.split()
 
 
-def _cpu_quota(cgroups: Mapping[str, str], cgroup_root: str) -> tuple[float, str] | None:
-    """The tightest CPU quota along this process's cgroup path, in CPUs, with its source."""
+def _cpu_quota(
+    cgroups: Mapping[str, str], cgroup_root: str, unified: list[str]
+) -> tuple[float, str] | None:
+    """The tightest CPU quota along this process's cgroup path (``unified``: its v2 directories,
+    leaf first), in CPUs, with its source."""
     quotas: list[tuple[float, str]] = []
-    if "" in cgroups:
-        for directory in _cgroup_dirs(_v2_mount(cgroup_root), cgroups[""]):
-            fields = _read_fields(os.path.join(directory, "cpu.max"))
-            if fields and len(fields) == 2 and fields[0] != "max" and int(fields[1]) > 0:
-                quotas.append((int(fields[0]) / int(fields[1]), "cgroup v2 cpu.max"))
+    for directory in unified:
+        fields = _read_fields(os.path.join(directory, "cpu.max"))
+        if fields and len(fields) == 2 and fields[0] != "max" and int(fields[1]) > 0:
+            quotas.append((int(fields[0]) / int(fields[1]), "cgroup v2 cpu.max"))
     if "cpu" in cgroups:
         mount = _v1_mount(cgroup_root, "cpu")
         for directory in _cgroup_dirs(mount, cgroups["cpu"]) if mount else []:
@@ -316,16 +320,18 @@ def _cpu_quota(cgroups: Mapping[str, str], cgroup_root: str) -> tuple[float, str
     return min(quotas, key=lambda quota: quota[0]) if quotas else None
 
 
-def _cgroup_memory(cgroups: Mapping[str, str], cgroup_root: str) -> tuple[int, str] | None:
-    """The least memory left under any limit along this process's cgroup path."""
+def _cgroup_memory(
+    cgroups: Mapping[str, str], cgroup_root: str, unified: list[str]
+) -> tuple[int, str] | None:
+    """The least memory left under any limit along this process's cgroup path (``unified``: its
+    v2 directories, leaf first)."""
     room: list[tuple[int, str]] = []
-    if "" in cgroups:
-        for directory in _cgroup_dirs(_v2_mount(cgroup_root), cgroups[""]):
-            limit = _read_fields(os.path.join(directory, "memory.max"))
-            if limit and limit[0] != "max":
-                usage = _read_fields(os.path.join(directory, "memory.current"))
-                used = int(usage[0]) if usage else 0
-                room.append((int(limit[0]) - used, "cgroup v2 memory.max - memory.current"))
+    for directory in unified:
+        limit = _read_fields(os.path.join(directory, "memory.max"))
+        if limit and limit[0] != "max":
+            usage = _read_fields(os.path.join(directory, "memory.current"))
+            used = int(usage[0]) if usage else 0
+            room.append((int(limit[0]) - used, "cgroup v2 memory.max - memory.current"))
     if "memory" in cgroups:
         mount = _v1_mount(cgroup_root, "memory")
         for directory in _cgroup_dirs(mount, cgroups["memory"]) if mount else []:
