@@ -32,6 +32,13 @@ MEMORY_HEADROOM = 0.8
 # so calls are assumed to vary by at least this share of their mean. It keeps a few chunks per
 # worker where dispatch is cheap, instead of betting everything on one chunk each.
 UNSEEN_VARIATION = 0.25
+# Chunks per worker a plan gets where they are cheap: variation by position (inputs sorted by
+# size) does not average out within a chunk, and only later chunks can even it out. 300 calls
+# sorted from 6 ms down to nothing went in one chunk per worker, the first two holding three
+# quarters of the work: 0.73 s, against 0.52 s in four chunks per worker (Pool's choice too).
+MIN_CHUNKS_PER_WORKER = 4
+# ... bought when the model predicts them at most this much slower than the best chunk size.
+BALANCE_PREMIUM = 0.02
 # Threads per CPU at most, for work that mostly waits: past this, per-thread overhead and the
 # servers being waited on, not the CPUs, are the limit.
 THREADS_PER_CPU = 32
@@ -227,7 +234,7 @@ def _best_per_worker_count(
             else:
                 options.append(_processes(situation, n_workers, chunksize))
         if options:
-            best.append(min(options, key=lambda candidate: candidate.predicted_seconds))
+            best.append(_balanced(options, situation.n_remaining, n_workers))
     if memory_capped:
         notes.append(
             f"memory ({_bytes(situation.limits.memory_bytes)} free, "
@@ -243,6 +250,23 @@ def _best_per_worker_count(
             f"this worker may use ({situation.limits.cpus_source})"
         )
     return best
+
+
+def _balanced(options: list[Candidate], n_remaining: int, n_workers: int) -> Candidate:
+    """The cheapest option, unless it leaves a worker fewer than MIN_CHUNKS_PER_WORKER chunks
+    and one that does not is predicted within BALANCE_PREMIUM of it."""
+    cheapest = min(options, key=lambda candidate: candidate.predicted_seconds)
+
+    def enough_chunks(candidate: Candidate) -> bool:
+        return math.ceil(n_remaining / candidate.chunksize) >= MIN_CHUNKS_PER_WORKER * n_workers
+
+    balanced = [candidate for candidate in options if enough_chunks(candidate)]
+    if enough_chunks(cheapest) or not balanced:
+        return cheapest
+    insured = min(balanced, key=lambda candidate: candidate.predicted_seconds)
+    if insured.predicted_seconds <= (1 + BALANCE_PREMIUM) * cheapest.predicted_seconds:
+        return insured
+    return cheapest
 
 
 def _fits_in_memory(situation: Situation, backend: str, n_workers: int, chunksize: int) -> bool:

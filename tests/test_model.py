@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from amorsize_flows.calibrate import Calibration
@@ -131,6 +133,23 @@ def test_skew_prefers_smaller_chunks() -> None:
     skewed = choose(situation(profile(0.002, seconds_stdev=0.01), 2000))
     assert skewed.chunksize <= even.chunksize
     assert skewed.chunksize < 2000 / 2 / 4  # several chunks per worker to even out the tail
+
+
+def test_costly_calls_get_several_chunks_per_worker_against_sorted_inputs() -> None:
+    # Even 7 ms calls, as the first 3 items of an input sorted by size show: one chunk per
+    # worker for the other 297 is predicted barely faster (no chunk size splits 297 evenly into
+    # more), and would leave a worker with all of the largest items.
+    plan = choose(situation(profile(0.007), 297))
+    assert plan.backend == "processes"
+    assert -(-297 // plan.chunksize) >= 4 * plan.n_jobs
+
+
+def test_fewer_chunks_per_worker_where_each_hand_off_is_costly() -> None:
+    # 10 ms per hand-off (a slow machine) against 0.2 s of work: insurance would cost 15%.
+    costly = replace(CALIBRATION, process_task_seconds=0.01, process_task_loaded_seconds=0.01)
+    plan = choose(situation(profile(2e-4), 1000, calibration=costly))
+    assert plan.backend == "processes"
+    assert -(-1000 // plan.chunksize) < 4 * plan.n_jobs
 
 
 def test_constraints_are_obeyed() -> None:
