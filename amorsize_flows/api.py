@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 from .calibrate import get_calibration
 from .errors import MapCancelledError
 from .limits import WorkerLimits, detect, parse_memory
-from .model import Constraints, Situation, choose, max_threads
+from .model import Constraints, Situation, choose, duration_text, max_threads
 from .plan import BACKENDS, Plan, RunRecord
 from .profile import Profile, function_identity, sample
-from .runner import RunStats, fork_is_safe, run_plan
+from .runner import Replanner, RunStats, fork_is_safe, run_plan
 from .worker_start import fresh_load_seconds
 
 __all__ = ["MapIterator", "MapRun", "check_options", "execute", "imap", "optimize", "run"]
@@ -41,6 +41,16 @@ HISTORY_SIZE_TOLERANCE = 4.0
 # Below this much work left, no pool can save the model's 10% minimum gain: starting and joining
 # even two threads costs about 0.4 ms here (calibration), so the machine need not be measured.
 TRIVIAL_SECONDS = 1e-3
+# A serial plan is weighed again once its calls take this many times longer than the dry run
+# measured: the first items were not typical (a skewed input whose rare slow items the dry run
+# missed, an input sorted by size). Not less: over 300k cheap calls, batches of 100k ran 2.2
+# times slower per call than the dry run's few hundred, the result list outgrowing the caches.
+REPLAN_FACTOR = 4.0
+# ... and again each time they slow down this many times more (an input sorted by size).
+REPLAN_AGAIN = 2.0
+# A batch shorter than this cannot show work worth a pool (none starts that fast), and its clock
+# readings are mostly the batch's own bookkeeping.
+REPLAN_MIN_SECONDS = 1e-3
 
 
 @dataclass(frozen=True)
@@ -169,7 +179,9 @@ def imap(
     """A lazy iterator of ``func(item)`` in input order, with bounded memory.
 
     The dry run happens now, so ``.plan`` is known at once; ``.record`` once the iterator is
-    exhausted. Closing it early (or leaving a ``for`` loop) stops the workers.
+    exhausted. A serial plan the model chose is weighed again while it runs, if calls turn out
+    far costlier than the dry run measured, and ``.plan`` then becomes the plan the rest ran
+    with. Closing the iterator early (or leaving a ``for`` loop) stops the workers.
     """
     _check_callable(func)
     checked = _Options.build(options)
@@ -270,6 +282,8 @@ class _Prepared:
     n_items: int | None
     profile: Profile | None
     sample_seconds: float
+    # What the model chose from, when it was free to choose (no plan or setting was fixed).
+    situation: Situation | None = None
 
 
 def _prepare(
@@ -303,7 +317,8 @@ def _prepare(
             )
             made = choose(situation, constraints, function=identity, source="history")
             log.info("amorsize: %s: dry run skipped, %s; %s", identity[0], why, made.summary())
-            return _Prepared(made, limits, [], iter(iterator), n_items, profile, 0.0)
+            free = situation if constraints == Constraints() else None
+            return _Prepared(made, limits, [], iter(iterator), n_items, profile, 0.0, free)
         log.info(
             "amorsize: %s: the previous run's record does not fit (%s); sampling", identity[0], why
         )
@@ -332,9 +347,7 @@ def _prepare(
         spent_seconds=dry.profile.sample_seconds,
         fork_safe=fork_safe,
     )
-    made = choose(situation, constraints, function=identity)
-    if made.start_method == "loky" and situation.calibration is not None:
-        made = _with_fresh_worker_cost(func, situation, constraints, identity, made)
+    made = _decide(func, situation, constraints, identity)
     if n_remaining == 0:
         made = made.with_changes(reason=f"Serial: all {done} items ran in the dry run.")
     log.info(
@@ -345,8 +358,28 @@ def _prepare(
         made.summary(),
     )
     return _Prepared(
-        made, limits, dry.results, dry.rest, dry.n_items, dry.profile, dry.profile.sample_seconds
+        made,
+        limits,
+        dry.results,
+        dry.rest,
+        dry.n_items,
+        dry.profile,
+        dry.profile.sample_seconds,
+        situation if constraints == Constraints() else None,
     )
+
+
+def _decide(
+    func: Callable[[Any], Any],
+    situation: Situation,
+    constraints: Constraints,
+    identity: tuple[str, str],
+) -> Plan:
+    """The model's plan, weighed again with what a fresh worker pays if it needs them."""
+    made = choose(situation, constraints, function=identity)
+    if made.start_method == "loky" and situation.calibration is not None:
+        made = _with_fresh_worker_cost(func, situation, constraints, identity, made)
+    return made
 
 
 def _with_fresh_worker_cost(
@@ -437,7 +470,8 @@ def _observed_startup(record: RunRecord) -> tuple[str, float] | None:
 
 
 class MapIterator(Iterator[Any]):
-    """Results in input order, computed lazily; ``plan`` now, ``record`` once exhausted."""
+    """Results in input order, computed lazily; ``plan`` now (replaced if a serial plan is
+    re-planned), ``record`` once exhausted."""
 
     def __init__(
         self,
@@ -484,13 +518,62 @@ class MapIterator(Iterator[Any]):
         """Stop the map now; workers are killed, pending items are dropped."""
         self._chunks.close()
 
+    def _replanner(self, stack: contextlib.ExitStack) -> Replanner | None:
+        """For a serial plan the model chose: once calls run REPLAN_FACTOR times slower than the
+        dry run measured, weigh the rest again from what the serial batches measured."""
+        situation, n_items = self._prepared.situation, self._prepared.n_items
+        if self.plan.backend != "serial" or situation is None or n_items is None:
+            return None
+        planned = situation.profile.seconds_per_item
+        threshold = REPLAN_FACTOR * planned
+
+        def replan(done: int, batch_items: int, batch_seconds: float) -> Plan | None:
+            nonlocal threshold
+            seconds_per_item = batch_seconds / batch_items
+            slow = seconds_per_item >= threshold and batch_seconds >= REPLAN_MIN_SECONDS
+            if not slow or done >= n_items:
+                return None
+            threshold = REPLAN_AGAIN * seconds_per_item
+            stats = self._stats
+            mean = stats.compute_seconds / stats.items
+            profile = replace(
+                situation.profile,
+                seconds_per_item=mean,
+                cpu_seconds_per_item=mean * stats.cpu_seconds / stats.compute_seconds,
+                # Calls this far from what the dry run saw vary at least as much as they cost.
+                seconds_stdev=max(situation.profile.seconds_stdev, mean),
+            )
+            later = replace(
+                situation,
+                profile=profile,
+                calibration=situation.calibration or get_calibration(),
+                n_remaining=n_items - done,
+                spent_seconds=time.perf_counter() - self._started,
+                fork_safe=fork_is_safe(),
+            )
+            identity = (self.plan.function, self.plan.function_digest)
+            plan = _decide(self._func, later, Constraints(), identity)
+            if plan.backend == "serial":
+                return None
+            plan = plan.with_changes(
+                reason=f"Re-planned after {done} items (the dry run measured "
+                f"{duration_text(planned)} a call). {plan.reason}"
+            )
+            log.info("amorsize: %s: %s", plan.function, plan.reason)
+            stack.enter_context(_sigterm_cancels(plan.backend == "processes"))
+            self.plan = plan
+            return plan
+
+        return replan
+
     def _generate(self) -> Generator[list[Any], None, None]:
         prepared = self._prepared
         done = self._sampled
-        with (
-            _progress_reporter(self._progress, prepared.n_items, done) as on_chunk,
-            _sigterm_cancels(self.plan.backend == "processes"),
-        ):
+        with contextlib.ExitStack() as stack:
+            on_chunk = stack.enter_context(
+                _progress_reporter(self._progress, prepared.n_items, done)
+            )
+            stack.enter_context(_sigterm_cancels(self.plan.backend == "processes"))
             dry_results, prepared.results = prepared.results, []  # keep memory bounded
             if self.plan.backend != "serial":
                 yield dry_results
@@ -507,6 +590,7 @@ class MapIterator(Iterator[Any]):
                 on_chunk=on_chunk,
                 cpus=prepared.limits.cpus,
                 into=dry_results,
+                replan=self._replanner(stack),
             )
         self._wall_seconds = time.perf_counter() - self._started
         if log.isEnabledFor(logging.INFO):

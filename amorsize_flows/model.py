@@ -20,7 +20,7 @@ from .limits import MAX_WORKERS_ENV, WorkerLimits
 from .plan import Candidate, Plan, StartMethod
 from .profile import INTERNAL_THREADS_RATIO, Profile
 
-__all__ = ["Constraints", "Situation", "choose", "max_threads"]
+__all__ = ["Constraints", "Situation", "choose", "duration_text", "max_threads"]
 
 # A parallel plan must be predicted at least 10% faster than a plain loop: the model's errors on
 # short maps are of that order, and a loop never deadlocks, never pickles and never OOMs.
@@ -406,7 +406,7 @@ def _warmup_if_cold(situation: Situation) -> float:
 def _reason(situation: Situation, chosen: Candidate, notes: list[str]) -> str:
     profile, limits = situation.profile, situation.limits
     count = f"{situation.n_items} items" if situation.n_items is not None else "an iterator"
-    cost = f"a call takes {_duration(profile.seconds_per_item)}"
+    cost = f"a call takes {duration_text(profile.seconds_per_item)}"
     if profile.cpu_ratio < 0.5:
         cost += f", {1 - profile.cpu_ratio:.0%} of it waiting"
     elif profile.cpu_ratio > INTERNAL_THREADS_RATIO:
@@ -431,7 +431,8 @@ def _describe(candidate: Candidate) -> str:
     return f"{candidate.backend}{method} x{candidate.n_jobs} in chunks of {candidate.chunksize}"
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """Seconds as a person reads them: 1.25 s, 6.0 ms, 0.1 µs."""
     if seconds >= 1:
         return f"{seconds:.2f} s"
     if seconds >= 1e-3:

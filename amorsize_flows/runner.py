@@ -24,7 +24,7 @@ import time
 import traceback
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
@@ -46,6 +46,9 @@ __all__ = ["ProgressCallback", "RunStats", "fork_is_safe", "run_plan"]
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, "int | None"], None]
+# Asked between serial batches with (items done, the last batch's items and seconds): a plan for
+# the rest of the map, or None to go on serially.
+Replanner = Callable[[int, int, float], "Plan | None"]
 
 # Chunks in flight per worker: one running and three queued keeps a worker busy while the caller
 # waits in order on a slow chunk elsewhere, and bounds memory to 4 chunks per worker.
@@ -53,6 +56,9 @@ IN_FLIGHT_PER_WORKER = 4
 # A serial batch grows until it takes about this long: long enough that the loop's bookkeeping is
 # invisible, short enough that cancellation and progress stay prompt.
 SERIAL_BATCH_SECONDS = 0.05
+# Without cancellation or progress to serve, serial batches grow this many times each: six
+# batches for a million cheap items, so the plan is checked early for a few microseconds a batch.
+SERIAL_BATCH_GROWTH = 4
 # How often a wait checks for cancellation: fast enough for a person, rare enough to cost nothing.
 CANCEL_POLL_SECONDS = 0.1
 # Environment variables that cap the thread pools of BLAS and OpenMP libraries not yet loaded.
@@ -77,12 +83,19 @@ class RunStats:
     startup_seconds: float = 0.0
     started_at: float = field(default_factory=time.perf_counter)
     finished_at: float = 0.0
+    _workers_started_at: float | None = None
     _first_result: bool = True
+
+    def workers_start(self) -> None:
+        """Workers start now, after serial batches: what their first result waits for is their
+        start-up, which the next run's plan learns from."""
+        self._workers_started_at = time.perf_counter()
+        self._first_result = True
 
     def add_chunk(self, n_items: int, compute_seconds: float, cpu_seconds: float) -> None:
         if self._first_result:
             self._first_result = False
-            waited = time.perf_counter() - self.started_at
+            waited = time.perf_counter() - (self._workers_started_at or self.started_at)
             self.startup_seconds = max(0.0, waited - compute_seconds)
         self.items += n_items
         self.compute_seconds += compute_seconds
@@ -106,6 +119,7 @@ def run_plan(
     on_chunk: Callable[[int], None] | None = None,
     cpus: int | None = None,
     into: list[Any] | None = None,
+    replan: Replanner | None = None,
 ) -> Iterator[list[Any]]:
     """Yield the results of ``func(item)`` in order, a list per chunk, as ``plan`` says.
 
@@ -120,6 +134,8 @@ def run_plan(
         cpus: the CPUs this worker may use; BLAS/OpenMP threads are capped to each worker's share.
         into: for a serial plan, a list (the dry run's results) that the first batch extends and
             is yielded as, instead of a new list: a long cheap map's results are not copied.
+        replan: for a serial plan, asked between batches whether the rest should run in
+            parallel after all (calls turned out slower than the dry run measured).
 
     Raises:
         WorkerDiedError: a worker process died.
@@ -130,12 +146,15 @@ def run_plan(
     stats.started_at = time.perf_counter()
     try:
         if plan.backend == "serial":
-            yield from _serial(
-                func, items, start_index, stats, cancel, on_chunk, [] if into is None else into
-            )
-        else:
-            share = max(1, (cpus or os.cpu_count() or 1) // plan.n_jobs)
-            yield from _pooled(plan, func, items, start_index, stats, cancel, on_chunk, share)
+            first_batch = [] if into is None else into
+            serial = _serial(func, items, start_index, stats, cancel, on_chunk, first_batch, replan)
+            switched = yield from serial
+            if switched is None:
+                return
+            plan, start_index = switched
+            stats.workers_start()
+        share = max(1, (cpus or os.cpu_count() or 1) // plan.n_jobs)
+        yield from _pooled(plan, func, items, start_index, stats, cancel, on_chunk, share)
     finally:
         stats.finished_at = time.perf_counter()
 
@@ -148,61 +167,65 @@ def _serial(
     cancel: threading.Event | None,
     on_chunk: Callable[[int], None] | None,
     first_batch: list[Any],
-) -> Iterator[list[Any]]:
-    """Run in the caller, as tight as a plain loop; the first batch extends ``first_batch``.
+    replan: Replanner | None,
+) -> Generator[list[Any], None, tuple[Plan, int] | None]:
+    """Run in the caller, batch after batch, each ``results.extend(map(func, batch))``: a C loop,
+    as tight as a plain one. Return None once every item is done, or the plan ``replan`` chose
+    between two batches for the items left, with the index of the first of them.
 
-    With nothing to check between calls and items that know their length (a list), one batch.
-    Otherwise batches grow until one takes about SERIAL_BATCH_SECONDS, so that a slow function is
-    still checked for cancellation and reported after every call.
+    Batches start at the dry run's size and grow SERIAL_BATCH_GROWTH times each, or, to keep
+    cancellation and progress prompt, until one takes about SERIAL_BATCH_SECONDS. Items that know
+    their length (a list) fill one list, ``first_batch``; others are yielded batch by batch, so
+    memory stays bounded.
     """
-    if cancel is None and on_chunk is None and hasattr(items, "__length_hint__"):
-        count = operator.length_hint(items)
-        yield _serial_batch(func, items, count, start_index, stats, first_batch)
-        return
-    size, index = 1, start_index
-    batch = list(itertools.islice(items, size))
-    if not batch and first_batch:
-        yield first_batch
-    while batch:
+    prompt = cancel is not None or on_chunk is not None
+    one_list = hasattr(items, "__length_hint__")
+    results, size, index = first_batch, max(1, start_index), start_index
+    switched: tuple[Plan, int] | None = None
+    while switched is None:
         if cancel is not None and cancel.is_set():
             raise MapCancelledError(f"the map was cancelled before item {index}")
-        started = time.perf_counter()
-        yield _serial_batch(func, iter(batch), len(batch), index, stats, first_batch)
-        first_batch = []
+        # islice costs ~3 ns a call (4% of a cheap one): the last stretch of a list goes without.
+        last = one_list and not prompt and 2 * size >= operator.length_hint(items)
+        batch = items if last else itertools.islice(items, size)
+        started, cpu_before = time.perf_counter(), time.process_time()
+        done = _extend(results, func, batch, index)
+        if done == 0:
+            break
         elapsed = time.perf_counter() - started
+        stats.add_chunk(done, elapsed, time.process_time() - cpu_before)
+        index += done
         if on_chunk is not None:
-            on_chunk(len(batch))
-        index += len(batch)
-        if elapsed < SERIAL_BATCH_SECONDS / 2:
+            on_chunk(done)
+        plan = replan(index, done, elapsed) if replan is not None else None
+        if plan is not None:
+            switched = (plan, index)
+        elif not one_list:
+            yield results
+            results = []
+        if not prompt:
+            size *= SERIAL_BATCH_GROWTH
+        elif elapsed < SERIAL_BATCH_SECONDS / 2:
             size *= 2
         elif elapsed > SERIAL_BATCH_SECONDS * 2:
             size = max(1, size // 2)
-        batch = list(itertools.islice(items, size))
+    if results or results is first_batch:
+        yield results
+    return switched
 
 
-def _serial_batch(
-    func: Callable[[Any], Any],
-    items: Iterator[Any],
-    count: int,
-    first: int,
-    stats: RunStats,
-    into: list[Any],
-) -> list[Any]:
-    """``into.extend(map(func, items))`` (a C loop), timed, with the failing item named on error."""
-    before = len(into)
-    cpu_before = time.process_time()
-    started = time.perf_counter()
+def _extend(
+    results: list[Any], func: Callable[[Any], Any], batch: Iterator[Any], first: int
+) -> int:
+    """``results.extend(map(func, batch))``; how many were added, or the failing item named."""
+    before = len(results)
     try:
-        into.extend(map(func, items))
+        results.extend(map(func, batch))
     except Exception as error:
-        # The iterator knows how many items are left: the one that failed was just before.
-        failed = first + count - operator.length_hint(items) - 1
-        error.add_note(f"amorsize: raised by item {failed}")
+        # extend() keeps what it appended before the error: the failing item came next.
+        error.add_note(f"amorsize: raised by item {first + len(results) - before}")
         raise
-    stats.add_chunk(
-        len(into) - before, time.perf_counter() - started, time.process_time() - cpu_before
-    )
-    return into
+    return len(results) - before
 
 
 # --- pools -------------------------------------------------------------------------------------

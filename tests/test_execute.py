@@ -22,6 +22,7 @@ import amorsize_flows as amz
 from tests.workloads import (
     append_to,
     busy,
+    busy_where,
     die_on,
     fail_on,
     frozen_objects,
@@ -188,6 +189,30 @@ def test_serial_map_continues_the_dry_runs_results(n_items: int, options: dict) 
     assert outcome.plan.backend == "serial"
     assert outcome.results == [x * x for x in range(n_items)]
     assert outcome.record.n_items == n_items
+
+
+def test_serial_plan_turns_parallel_when_later_items_cost_far_more() -> None:
+    # The dry run sees cheap items; the rest cost 150 times more (a skewed input whose slow
+    # items come later, an input sorted by size): the serial batches notice, and the rest runs
+    # in processes.
+    items = [2e-5] * 30 + [3e-3] * 200
+    outcome = amz.run(busy_where, items)
+    assert [seconds for seconds, _ in outcome.results] == items
+    assert outcome.plan.backend == "processes"
+    assert outcome.plan.reason.startswith("Re-planned after")
+    assert {pid for _, pid in outcome.results} - {os.getpid()}
+    assert outcome.record.backend == "processes"
+    assert outcome.record.startup_seconds > 0  # the workers' own start, for the next run
+
+
+@pytest.mark.parametrize(
+    "fixed", [{"plan": amz.Plan.fixed("serial")}, {"backend": "serial"}], ids=["plan", "backend"]
+)
+def test_a_serial_plan_the_caller_fixed_stays_serial(fixed: dict) -> None:
+    items = [2e-5] * 30 + [3e-3] * 60
+    outcome = amz.run(busy_where, items, **fixed)
+    assert outcome.plan.backend == "serial"
+    assert {pid for _, pid in outcome.results} == {os.getpid()}
 
 
 def test_process_workers_fork_from_a_frozen_heap_that_is_thawed_after() -> None:

@@ -38,6 +38,11 @@ def busy(seconds: float) -> float:
     return seconds
 
 
+def busy_where(seconds: float) -> tuple[float, int]:
+    """busy(), and the process it ran in."""
+    return busy(seconds), os.getpid()
+
+
 def sleepy(seconds: float) -> float:
     time.sleep(seconds)
     return seconds

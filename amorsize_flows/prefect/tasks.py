@@ -390,6 +390,7 @@ def _run_map(
             progress.finish(completed)
     record = iterator.record
     assert record is not None  # set once the iterator is exhausted
+    plan = iterator.plan  # the plan that ran: a serial one may have been re-planned mid-map
     publish_plan(task_name, plan, record, logger, history_variable=variable)
     if variable:
         _history.store(variable, plan, record, logger)
