@@ -535,13 +535,14 @@ class MapIterator(Iterator[Any]):
                 return None
             threshold = REPLAN_AGAIN * seconds_per_item
             stats = self._stats
-            mean = stats.compute_seconds / stats.items
+            # The last batch, not the mean of all: where calls grow along the input (sorted by
+            # size), the latest tell most about the rest.
             profile = replace(
                 situation.profile,
-                seconds_per_item=mean,
-                cpu_seconds_per_item=mean * stats.cpu_seconds / stats.compute_seconds,
+                seconds_per_item=seconds_per_item,
+                cpu_seconds_per_item=seconds_per_item * stats.cpu_seconds / stats.compute_seconds,
                 # Calls this far from what the dry run saw vary at least as much as they cost.
-                seconds_stdev=max(situation.profile.seconds_stdev, mean),
+                seconds_stdev=max(situation.profile.seconds_stdev, seconds_per_item),
             )
             later = replace(
                 situation,
