@@ -137,6 +137,18 @@ def _skewed_iterations() -> list[int]:
     return [max(1, round(weight * scale)) for weight in weights]
 
 
+def _rare_slow_iterations() -> list[int]:
+    """400 items: one in ten (at seeded places) costs 20 ms, the others 0.1 ms. A dry run of the
+    first few items likely sees none of the slow ones."""
+    rng = random.Random(3)
+    return [round((20 if rng.random() < 0.1 else 0.1) * ITERATIONS_PER_MS) for _ in range(400)]
+
+
+def _sorted_iterations() -> list[int]:
+    """300 items sorted by cost, from nothing up to 6 ms: the first items tell little."""
+    return [1 + round(i * 0.02 * ITERATIONS_PER_MS) for i in range(300)]
+
+
 def _generated(n: int) -> Callable[[], Iterator[int]]:
     def generate() -> Iterator[int]:
         yield from range(n)
@@ -235,6 +247,14 @@ SHAPES: dict[str, Shape] = {
         ),
         Shape(
             "generator", "a generator of 2000 x 1 ms CPU", burn_1ms, _generated(2_000), 2_000,
+            thread_counts=(),
+        ),
+        Shape(
+            "rare-slow", "1 call in 10 takes 20 ms, the rest 0.1 ms, x 400", spin,
+            _rare_slow_iterations, 400, thread_counts=(),
+        ),
+        Shape(
+            "sorted", "CPU sorted by size, 0 to 6 ms, x 300", spin, _sorted_iterations, 300,
             thread_counts=(),
         ),
     )
