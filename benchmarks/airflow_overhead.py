@@ -102,6 +102,7 @@ def main() -> None:
         assert run.state == "success", run.state
         with create_session() as session:
             for ti in session.query(TaskInstance).filter(TaskInstance.run_id == run.run_id):
+                assert ti.start_date is not None and ti.end_date is not None, ti.task_id
                 seconds = (ti.end_date - ti.start_date).total_seconds()
                 durations.setdefault(ti.task_id, []).append(seconds)
         time.sleep(0.01)
