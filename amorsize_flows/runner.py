@@ -267,7 +267,10 @@ def _pooled(
                 if on_chunk is not None:
                     on_chunk(size)
                 for first_next, chunk in itertools.islice(chunks, 1):
-                    pending.append((first_next, len(chunk), submit(first_next, chunk)))
+                    # A worker that died since makes loky refuse the chunk: say which were running.
+                    running = pending[0][0] if pending else first_next
+                    with _worker_deaths(running, first_next - 1):
+                        pending.append((first_next, len(chunk), submit(first_next, chunk)))
                 yield results
         finished = True
     finally:
@@ -312,6 +315,25 @@ def _chunks(items: Iterator[Any], size: int, start_index: int) -> Iterator[tuple
         index += len(chunk)
 
 
+@contextlib.contextmanager
+def _worker_deaths(first: int, last: int) -> Iterator[None]:
+    """loky's broken-pool errors as WorkerDiedError, naming the items that were running."""
+    try:
+        yield
+    except TerminatedWorkerError as error:
+        raise WorkerDiedError(
+            f"A worker process died while the map ran items {first} to {last} ({error}). An exit "
+            f"code of -9 (SIGKILL) usually means the OOM killer: lower `max_workers` or "
+            f"`memory_limit`, or use backend='threads'. A segfault (-11) points at a C extension "
+            f"in the mapped function."
+        ) from error
+    except BrokenProcessPool as error:
+        raise WorkerDiedError(
+            f"The worker pool broke while the map ran items {first} to {last} ({error}). "
+            f"Results and arguments must survive pickling; return plain values."
+        ) from error
+
+
 def _collect(
     future: Future[Any], first: int, size: int, cancel: threading.Event | None, plan: Plan
 ) -> tuple[list[Any], float, float]:
@@ -319,20 +341,8 @@ def _collect(
         if cancel is not None and cancel.is_set():
             raise MapCancelledError(f"the map was cancelled while items {first}.. were running")
         wait_for([future], timeout=CANCEL_POLL_SECONDS)
-    try:
+    with _worker_deaths(first, first + size - 1):
         outcome = future.result()
-    except TerminatedWorkerError as error:
-        raise WorkerDiedError(
-            f"A worker process died while the map ran items {first} to {first + size - 1} "
-            f"({error}). An exit code of -9 (SIGKILL) usually means the OOM killer: lower "
-            f"`max_workers` or `memory_limit`, or use backend='threads'. A segfault (-11) points "
-            f"at a C extension in the mapped function."
-        ) from error
-    except BrokenProcessPool as error:
-        raise WorkerDiedError(
-            f"The worker pool broke while the map ran items {first} to {first + size - 1} "
-            f"({error}). Results and arguments must survive pickling; return plain values."
-        ) from error
     if outcome[0] == "error":
         _, index, raised, remote_traceback = outcome
         raised.add_note(f"amorsize: raised by item {index} in a {plan.backend} worker")

@@ -100,6 +100,21 @@ def test_dead_worker_raises_promptly(start_method: str) -> None:
     assert not _wait_for_no_children()
 
 
+def test_worker_death_found_when_the_next_chunk_is_sent_is_reported_too() -> None:
+    # The caller is busy reporting the first result while item 1 kills its worker: loky then
+    # refuses the next chunk, rather than failing a result the caller waits for.
+    def slow_first_report(done: int, total: int | None) -> None:
+        if done == 1:
+            time.sleep(0.5)
+
+    plan = amz.Plan.fixed("processes", 2, 1, start_method="fork")
+    with pytest.raises(amz.WorkerDiedError, match="worker process died"):
+        amz.execute(
+            functools.partial(die_on, bad=1), range(50), plan=plan, progress=slow_first_report
+        )
+    assert not _wait_for_no_children()
+
+
 def test_lambdas_and_closures_run_in_processes() -> None:
     offset = 10
     plan = amz.Plan.fixed("processes", 2, 3, start_method="loky")
