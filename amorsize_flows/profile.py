@@ -60,9 +60,14 @@ SINGLE_THREAD_CALLS = 2
 # its ratio to the wall clock is noise (0.3 to 3 measured on microsecond calls).
 MIN_RATIO_SECONDS = 1e-3
 # Calls this busy (CPU over wall) and this long get the two-thread GIL probe: below 0.5 they mostly
-# wait and overlap anyway; below 100 µs thread dispatch and the GIL's 5 ms switch interval decide.
+# wait and overlap anyway; below 10 µs releasing and taking back the GIL costs about as much as
+# the call, and threads seldom win. (The bound was 100 µs: sha256 of 64 KB, 37 µs a call and
+# GIL-free, then ran serially in 76 ms where two threads took 44 ms.)
 GIL_PROBE_RATIO = 0.5
-GIL_PROBE_MIN_SECONDS = 1e-4
+GIL_PROBE_MIN_SECONDS = 1e-5
+# Each of the probe's two threads runs calls for about this long, a batch of them if they are
+# short: a thread's start and the GIL's first hand-off would blur a span of one short call.
+GIL_PROBE_SECONDS = 1e-3
 # The probe costs about one call of lost parallelism, so it runs only where threads could beat
 # processes: when pickling an item and its result costs this share of the call, or when processes
 # are impossible (a daemonic worker, a function that does not pickle).
@@ -290,11 +295,13 @@ def sample(
                 meter.call(item, single_thread=True)
     elif _gil_probe_can_matter(meter, processes_possible):
         # Busy calls: does the function hold the GIL (pure Python) or release it (hashing,
-        # compression, most of numpy)? Two calls at once on two threads tell. Believing in
-        # overlap wrongly would put pure Python on threads, so a second pair must confirm it.
-        meter.call_pair(list(itertools.islice(iterator, 2)))
+        # compression, most of numpy)? Two calls (or batches) at once on two threads tell.
+        # Believing in overlap wrongly would put pure Python on threads, so a second pair must
+        # confirm it.
+        per_thread = max(1, math.ceil(GIL_PROBE_SECONDS / meter.mean))
+        meter.call_pair(list(itertools.islice(iterator, 2 * per_thread)))
         if meter.gil_share is not None and meter.gil_share < GIL_RELEASED_SHARE:
-            meter.call_pair(list(itertools.islice(iterator, 2)))
+            meter.call_pair(list(itertools.islice(iterator, 2 * per_thread)))
     if n_items is not None and meter.calls >= n_items:
         n_items = meter.calls
     profile = meter.profile()
@@ -403,39 +410,47 @@ class _Meter:
         self.probed_items += batch[:room]
         self.probed_results += results[:room]
 
-    def call_pair(self, pair: list[Any]) -> None:
-        """Two calls at once on two threads; from how much each slowed down, the GIL share."""
-        if len(pair) < 2:
-            for item in pair:
+    def call_pair(self, items: list[Any]) -> None:
+        """The two halves of ``items`` at once on two threads; from how much each slowed down,
+        the GIL share."""
+        half = len(items) // 2
+        if not half:
+            for item in items:
                 self.call(item)
             return
         first = self.start_index + self.calls
-        outcomes: list[Any] = [None, None]
+        halves = (items[:half], items[half : 2 * half])
+        results: tuple[list[Any], list[Any]] = ([], [])
+        errors: list[BaseException | None] = [None, None]
 
-        def call(slot: int) -> None:
+        def run(slot: int) -> None:
             try:
-                outcomes[slot] = (self.func(pair[slot]),)
+                results[slot].extend(map(self.func, halves[slot]))
             except BaseException as error:
-                outcomes[slot] = error
+                errors[slot] = error
 
-        # One call on a new thread, the other here at once; the span of both tells: about one
-        # call when they ran at the same time, two when they took turns on one GIL. (Waiting on
+        # One half on a new thread, the other here at once; the span of both tells: about one
+        # half when they ran at the same time, two when they took turns on one GIL. (Waiting on
         # a barrier first would not do: a thread woken from it may wait for the GIL longer than
         # a whole call.)
         started = time.perf_counter()
-        other = threading.Thread(target=call, args=(1,))
+        other = threading.Thread(target=run, args=(1,))
         other.start()
-        call(0)
+        run(0)
         other.join()
         span = time.perf_counter() - started
-        for slot, outcome in enumerate(outcomes):
-            if isinstance(outcome, BaseException):
-                outcome.add_note(f"amorsize: raised by item {first + slot} during the dry run")
-                raise outcome
+        for slot, error in enumerate(errors):
+            if error is not None:
+                index = first + slot * half + len(results[slot])  # extend() kept the ones before
+                error.add_note(f"amorsize: raised by item {index} during the dry run")
+                raise error
         if self.mean:
-            share = min(1.0, max(0.0, span / self.mean - 1.0))
+            share = min(1.0, max(0.0, span / (half * self.mean) - 1.0))
             self.gil_share = share if self.gil_share is None else max(self.gil_share, share)
-        self.results.extend(outcome[0] for outcome in outcomes)
+        self.results.extend(results[0])
+        self.results.extend(results[1])
+        for item in items[2 * half :]:
+            self.call(item)
 
     def measure_pickling(self) -> None:
         """Sizes and pickling times per item, from the probed items and results as two lists."""
