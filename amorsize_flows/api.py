@@ -25,7 +25,7 @@ from .errors import MapCancelledError
 from .limits import WorkerLimits, detect, parse_memory
 from .model import Constraints, Situation, choose, duration_text, max_threads
 from .plan import BACKENDS, Plan, RunRecord
-from .profile import Profile, function_identity, sample
+from .profile import INTERNAL_THREADS_RATIO, Profile, function_identity, sample
 from .runner import Replanner, RunStats, fork_is_safe, run_plan
 from .worker_start import fresh_load_seconds
 
@@ -592,6 +592,7 @@ class MapIterator(Iterator[Any]):
                 cpus=prepared.limits.cpus,
                 into=dry_results,
                 replan=self._replanner(stack),
+                cap_loaded_pools=_may_run_own_threads(prepared.profile),
             )
         self._wall_seconds = time.perf_counter() - self._started
         if log.isEnabledFor(logging.INFO):
@@ -650,6 +651,11 @@ def _sigterm_cancels(needed: bool) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _may_run_own_threads(profile: Profile | None) -> bool:
+    """Whether the function may run BLAS/OpenMP threads of its own: unknown without a profile."""
+    return profile is None or profile.cpu_ratio > INTERNAL_THREADS_RATIO
 
 
 def _record(

@@ -120,6 +120,7 @@ def run_plan(
     cpus: int | None = None,
     into: list[Any] | None = None,
     replan: Replanner | None = None,
+    cap_loaded_pools: bool = True,
 ) -> Iterator[list[Any]]:
     """Yield the results of ``func(item)`` in order, a list per chunk, as ``plan`` says.
 
@@ -136,6 +137,12 @@ def run_plan(
             is yielded as, instead of a new list: a long cheap map's results are not copied.
         replan: for a serial plan, asked between batches whether the rest should run in
             parallel after all (calls turned out slower than the dry run measured).
+        cap_loaded_pools: whether BLAS/OpenMP pools the caller has already loaded are capped in
+            each worker too (pools loaded later always are). Capping wakes a pool: OpenBLAS
+            re-creates its threads in a forked worker on any call, and they spin for about
+            0.1 s before they sleep, taking a CPU from the worker's first chunk (a pure-Python
+            map ran 6% slower where the caller had merely imported numpy). So False where the
+            function was seen not to run threads of its own.
 
     Raises:
         WorkerDiedError: a worker process died.
@@ -154,7 +161,8 @@ def run_plan(
             plan, start_index = switched
             stats.workers_start()
         share = max(1, (cpus or os.cpu_count() or 1) // plan.n_jobs)
-        yield from _pooled(plan, func, items, start_index, stats, cancel, on_chunk, share)
+        cap = share if cap_loaded_pools else None
+        yield from _pooled(plan, func, items, start_index, stats, cancel, on_chunk, share, cap)
     finally:
         stats.finished_at = time.perf_counter()
 
@@ -240,16 +248,17 @@ def _pooled(
     cancel: threading.Event | None,
     on_chunk: Callable[[int], None] | None,
     inner_threads: int,
+    loaded_pools_cap: int | None,
 ) -> Iterator[list[Any]]:
     chunks = _chunks(items, plan.chunksize, start_index)
     limits: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if plan.backend == "threads":
         executor: Executor = ThreadPoolExecutor(plan.n_jobs, thread_name_prefix="amorsize")
         submit = _thread_submitter(executor, func, cancel)
-        if plan.n_jobs > 1:
-            limits = _caller_blas_limits(inner_threads)
+        if plan.n_jobs > 1 and loaded_pools_cap is not None:
+            limits = _caller_blas_limits(loaded_pools_cap)
     else:
-        executor = _process_executor(plan, func, inner_threads)
+        executor = _process_executor(plan, func, inner_threads, loaded_pools_cap)
         submit = _process_submitter(executor)
     pending: deque[tuple[int, int, Future[Any]]] = deque()
     window = plan.n_jobs * IN_FLIGHT_PER_WORKER
@@ -404,7 +413,9 @@ def _thread_submitter(
 _worker_function: Callable[[Any], Any] | None = None
 
 
-def _process_executor(plan: Plan, func: Callable[[Any], Any], inner_threads: int) -> Executor:
+def _process_executor(
+    plan: Plan, func: Callable[[Any], Any], inner_threads: int, loaded_pools_cap: int | None
+) -> Executor:
     start_method = plan.start_method or ("fork" if fork_is_safe() else "loky")
     if start_method == "fork" and not fork_is_safe():
         log.warning(
@@ -422,7 +433,7 @@ def _process_executor(plan: Plan, func: Callable[[Any], Any], inner_threads: int
         max_workers=plan.n_jobs,
         context=context,
         initializer=_init_worker,
-        initargs=(cloudpickle.dumps(func), inner_threads),
+        initargs=(cloudpickle.dumps(func), inner_threads, loaded_pools_cap),
     )
 
 
@@ -430,19 +441,21 @@ def _process_submitter(executor: Executor) -> Callable[[int, list[Any]], Future[
     return lambda first, chunk: executor.submit(_run_chunk_in_worker, first, chunk)
 
 
-def _init_worker(function_bytes: bytes, inner_threads: int) -> None:
+def _init_worker(function_bytes: bytes, inner_threads: int, loaded_pools_cap: int | None) -> None:
     """Prepare a worker process: signals, orphan protection, inner threads, the function."""
     # A forked worker inherits the caller's handlers; Airflow's would make it ignore SIGTERM.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # Ctrl-C reaches the whole process group; the caller handles it and then kills the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
-    # Pools already loaded (inherited by fork) are capped now; one loaded later (numpy imported by
-    # unpickling the function below, or inside it, as when a stored plan skipped the dry run) sizes
-    # itself from the environment. Set here for every start method: loky's own `env=` reaches only
-    # its fresh interpreters, and a forked worker would keep the caller's.
+    # Pools already loaded (inherited by fork) are capped now, unless the function was seen not to
+    # use them (run_plan's cap_loaded_pools); one loaded later (numpy imported by unpickling the
+    # function below, or inside it, as when a stored plan skipped the dry run) sizes itself from
+    # the environment. Set here for every start method: loky's own `env=` reaches only its fresh
+    # interpreters, and a forked worker would keep the caller's.
     os.environ.update({name: str(inner_threads) for name in _THREAD_ENV_VARS})
-    threadpool_limits(inner_threads)
+    if loaded_pools_cap is not None:
+        threadpool_limits(loaded_pools_cap)
     global _worker_function
     _worker_function = cloudpickle.loads(function_bytes)
 

@@ -382,6 +382,33 @@ def test_blas_loaded_inside_a_worker_gets_the_workers_share(start_method: str) -
     assert int(completed.stdout.strip()) == max(1, cpus // 2)
 
 
+IDLE_BLAS_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import numpy  # OpenBLAS loaded by the caller, never used by the function
+    import amorsize_flows as amz
+    from tests.workloads import busy_counting_threads
+    outcome = amz.run(busy_counting_threads, [0.002] * 300)
+    assert outcome.plan.backend == "processes", outcome.plan.reason
+    print(max(threads for pid, threads in outcome.results if pid != os.getpid()))
+    """
+)
+
+
+def test_a_caller_s_idle_blas_pool_is_left_asleep_in_workers() -> None:
+    # Capping an inherited OpenBLAS pool makes it start its threads in every forked worker, where
+    # they spin for ~0.1 s. The dry run saw a pure-Python function: no cap, no extra thread.
+    completed = subprocess.run(
+        [sys.executable, "-c", IDLE_BLAS_SCRIPT],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])},
+        timeout=60,
+        check=True,
+    )
+    assert int(completed.stdout.strip()) == 1
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [

@@ -115,6 +115,12 @@ def pause_at(x: int, at: int = 500, seconds: float = 0.02) -> int:
     return x
 
 
+def busy_counting_threads(seconds: float) -> tuple[int, int]:
+    """busy(), then this process's id and how many OS threads it runs (BLAS pools included)."""
+    busy(seconds)
+    return os.getpid(), len(os.listdir("/proc/self/task"))
+
+
 def blas_threads(_: object) -> int:
     """The most threads any BLAS/OpenMP pool of this process has, numpy loaded here if need be."""
     import numpy  # noqa: F401  (loads OpenBLAS, whose pool size is read from the environment)
