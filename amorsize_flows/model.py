@@ -29,8 +29,7 @@ MIN_GAIN = 0.10
 # cache need the rest, and an OOM kill costs the whole stage.
 MEMORY_HEADROOM = 0.8
 # The dry run sees only the first items; later ones may differ (inputs sorted by size are common),
-# so calls are assumed to vary by at least this share of their mean. It keeps a few chunks per
-# worker where dispatch is cheap, instead of betting everything on one chunk each.
+# so in the tail of the map calls are assumed to vary by at least this share of their mean.
 UNSEEN_VARIATION = 0.25
 # Chunks per worker a plan gets where they are cheap: variation by position (inputs sorted by
 # size) does not average out within a chunk, and only later chunks can even it out. 300 calls
