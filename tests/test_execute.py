@@ -29,6 +29,7 @@ from tests.workloads import (
     model_was_warm,
     pid_of,
     raise_unpicklable,
+    record_collecting_at,
     sleepy,
     square,
 )
@@ -218,6 +219,16 @@ def test_serial_plan_turns_parallel_when_later_items_cost_far_more() -> None:
     assert {pid for _, pid in outcome.results} - {os.getpid()}
     assert outcome.record.backend == "processes"
     assert outcome.record.startup_seconds > 0  # the workers' own start, for the next run
+
+
+def test_a_garbage_collection_in_a_serial_batch_is_no_reason_to_re_plan() -> None:
+    # A collection of a large heap in the middle of cheap calls makes one batch many times
+    # slower per call; any plan pays for it (the results are built here either way).
+    ballast = [[] for _ in range(300_000)]
+    outcome = amz.run(record_collecting_at, range(200_000))
+    assert outcome.plan.backend == "serial", outcome.plan.reason
+    assert outcome.results[-1] == {"x": 199_999}
+    del ballast
 
 
 @pytest.mark.parametrize(

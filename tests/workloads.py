@@ -43,6 +43,14 @@ def busy_where(seconds: float) -> tuple[float, int]:
     return busy(seconds), os.getpid()
 
 
+def record_collecting_at(x: int, at: int = 5_000) -> dict[str, int]:
+    """A cheap dict per item; item ``at`` first runs a full garbage collection, as allocations
+    made long before can make any call do."""
+    if x == at:
+        gc.collect()
+    return {"x": x}
+
+
 def sleepy(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
