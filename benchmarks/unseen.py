@@ -1,0 +1,180 @@
+"""Workloads of the core benchmark's shapes that the planner was never tuned on.
+
+The issue's bar holds "on every benchmark shape, and on other workloads of these shapes that you
+will not see". These are such workloads, written after the planner, to find where it does not:
+cheap calls on strings and dicts, 50 µs pure-Python calls, GIL-free hashing of 64 KB blobs, calls
+sorted by cost from 6 ms down, 5 ms waits, and small numpy matrix products. Each child imports
+numpy first, as the task of an ML pipeline does (a caller's idle BLAS pool once cost every forked
+worker a spinning thread). Each (workload, configuration) runs in a fresh process, in a shuffled
+order per round; the median is reported with the plan `execute` chose.
+
+Run: ``python -m benchmarks.unseen [--rounds 5]`` (about 4 minutes); writes
+``benchmarks/results/unseen.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .workloads import ITERATIONS_PER_MS, spin
+
+__all__ = ["main"]
+
+RESULTS = Path(__file__).parent / "results" / "unseen.md"
+CONFIGS = ("loop", "pool", "joblib", "execute")
+PEERS = ("loop", "pool", "joblib")
+
+
+def shout(word: str) -> str:
+    """Cheap string work."""
+    return word.upper() + "!"
+
+
+def record_of(i: int) -> dict[str, Any]:
+    """Cheap dict building."""
+    return {"id": i, "square": i * i, "name": f"item-{i}"}
+
+
+def sha256_hex(blob: bytes) -> str:
+    """Hashing that releases the GIL, tens of microseconds a call."""
+    return hashlib.sha256(blob).hexdigest()
+
+
+def sleep_5ms(x: int) -> int:
+    """Waiting."""
+    time.sleep(0.005)
+    return x
+
+
+def matmul_sum(seed: int) -> float:
+    """A small BLAS product (300 x 300)."""
+    import numpy as np
+
+    matrix = np.random.default_rng(seed).standard_normal((300, 300))
+    return float((matrix @ matrix).sum())
+
+
+WORKLOADS: dict[str, tuple[str, Callable[[Any], Any], Callable[[], list[Any]]]] = {
+    "strings": ("s.upper() + '!' over 200k words", shout, lambda: [f"w{i}" for i in range(200_000)]),
+    "dicts": ("a 3-key dict per int, 100k ints", record_of, lambda: list(range(100_000))),
+    "medium": (
+        "about 50 µs of pure-Python CPU x 20k", spin, lambda: [ITERATIONS_PER_MS // 20] * 20_000
+    ),
+    "sha256": (
+        "sha256 of 64 KB (releases the GIL) x 2000", sha256_hex,
+        lambda: [bytes([i % 256]) * (64 << 10) for i in range(2_000)],
+    ),
+    "descending": (
+        "CPU sorted by size, 6 ms down to nothing, x 300", spin,
+        lambda: [1 + round((300 - i) * 0.02 * ITERATIONS_PER_MS) for i in range(300)],
+    ),
+    "waits": ("sleep 5 ms x 200", sleep_5ms, lambda: list(range(200))),
+    "matmul": ("numpy 300x300 product x 120", matmul_sum, lambda: list(range(120))),
+}  # fmt: skip
+
+
+def run_one(workload: str, config: str) -> dict[str, Any]:
+    """Time one configuration of one workload in this process."""
+    import multiprocessing
+
+    import numpy  # noqa: F401  (the caller of an ML pipeline has it loaded)
+    from joblib import Parallel, delayed
+
+    from amorsize_flows import run
+
+    _, func, build = WORKLOADS[workload]
+    items = build()
+    outcome = None
+    started = time.perf_counter()
+    if config == "loop":
+        results = [func(item) for item in items]
+    elif config == "pool":
+        with multiprocessing.Pool() as pool:
+            results = pool.map(func, items)
+    elif config == "joblib":
+        results = Parallel(n_jobs=-1)(delayed(func)(item) for item in items)
+    elif config == "execute":
+        outcome = run(func, items)
+        results = outcome.results
+    else:
+        raise ValueError(f"config must be one of {', '.join(CONFIGS)}, got {config!r}")
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "n_results": len(results), "plan": _plan_of(outcome)}
+
+
+def _plan_of(outcome: Any) -> str:
+    if outcome is None:
+        return ""
+    plan = outcome.plan
+    replanned = " (re-planned)" if plan.reason.startswith("Re-planned") else ""
+    return f"{plan.backend} x{plan.n_jobs} c{plan.chunksize}{replanned}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every (workload, configuration) in fresh processes, shuffled; write the medians."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each pair (default 5)")
+    parser.add_argument("--one", nargs=2, metavar=("WORKLOAD", "CONFIG"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(*args.one)))
+        return 0
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    pairs = [(workload, config) for workload in WORKLOADS for config in CONFIGS]
+    seconds: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+    plans: dict[str, list[str]] = {workload: [] for workload in WORKLOADS}
+    order = random.Random(0)
+    for round_number in range(args.rounds):
+        order.shuffle(pairs)
+        for workload, config in pairs:
+            command = [sys.executable, "-m", "benchmarks.unseen", "--one", workload, config]
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            measured = json.loads(output.strip().splitlines()[-1])
+            seconds[workload, config].append(measured["seconds"])
+            if measured["plan"]:
+                plans[workload].append(measured["plan"])
+        print(f"round {round_number + 1}/{args.rounds} done", flush=True)
+    RESULTS.write_text(_report(seconds, plans, args.rounds))
+    print(RESULTS.read_text())
+    return 0
+
+
+def _report(
+    seconds: dict[tuple[str, str], list[float]], plans: dict[str, list[str]], rounds: int
+) -> str:
+    lines = [
+        "# Workloads the planner was not tuned on",
+        "",
+        f"Generated by `python -m benchmarks.unseen --rounds {rounds}`: median seconds of the map "
+        "in a fresh process that imported numpy first; the bar is execute <= 1.05 x the best "
+        "peer (loop, Pool().map, joblib).",
+        "",
+        "| workload | loop s | Pool s | joblib s | execute s | exec / best peer | plan (most chosen) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for workload, (description, _, _) in WORKLOADS.items():
+        medians = {config: statistics.median(seconds[workload, config]) for config in CONFIGS}
+        peer = min(PEERS, key=lambda config: medians[config])
+        ratio = medians["execute"] / medians[peer]
+        chosen = statistics.mode(plans[workload]) if plans[workload] else ""
+        lines.append(
+            f"| {workload}: {description} | {medians['loop']:.3f} | {medians['pool']:.3f} | "
+            f"{medians['joblib']:.3f} | {medians['execute']:.3f} | {ratio:.2f} ({peer}) | "
+            f"{chosen} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
