@@ -18,17 +18,13 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import random
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .fresh_runs import parse_rounds, run_pairs
 from .workloads import ITERATIONS_PER_MS, spin
 
 __all__ = ["main"]
@@ -110,27 +106,14 @@ def run_one(executor: str, function: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every (executor, function) pair in fresh processes, shuffled, and print the medians."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=8, help="runs of each pair (default 8)")
-    parser.add_argument("--one", nargs=2, metavar=("EXECUTOR", "FUNCTION"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.one:
-        print(json.dumps(run_one(*args.one)))
+    description = __doc__.splitlines()[0]
+    names = ("EXECUTOR", "FUNCTION")
+    rounds = parse_rounds(description, argv, default=8, names=names, run_one=run_one)
+    if rounds is None:
         return 0
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     pairs = [(executor, function) for function in FUNCTIONS for executor in EXECUTORS]
-    seconds: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
-    order = random.Random(0)
-    for _ in range(args.rounds):
-        order.shuffle(pairs)
-        for executor, function in pairs:
-            command = [sys.executable, "-m", "benchmarks.executor_gap", "--one", executor, function]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            seconds[executor, function].append(json.loads(output.strip().splitlines()[-1]))
-    print(
-        f"median wall s, 2 workers, {N_ITEMS} items in chunks of {CHUNKSIZE}, {args.rounds} runs:"
-    )
+    seconds = run_pairs("benchmarks.executor_gap", pairs, rounds)
+    print(f"median wall s, 2 workers, {N_ITEMS} items in chunks of {CHUNKSIZE}, {rounds} runs:")
     for function in FUNCTIONS:
         reference = statistics.median(seconds["pool", function])
         cells = []

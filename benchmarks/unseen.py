@@ -14,18 +14,14 @@ Run: ``python -m benchmarks.unseen [--rounds 5]`` (about 4 minutes); writes
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import random
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .fresh_runs import parse_rounds, run_pairs
 from .workloads import ITERATIONS_PER_MS, spin
 
 __all__ = ["main"]
@@ -122,30 +118,18 @@ def _plan_of(outcome: Any) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every (workload, configuration) in fresh processes, shuffled; write the medians."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="runs of each pair (default 5)")
-    parser.add_argument("--one", nargs=2, metavar=("WORKLOAD", "CONFIG"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.one:
-        print(json.dumps(run_one(*args.one)))
+    description = __doc__.splitlines()[0]
+    names = ("WORKLOAD", "CONFIG")
+    rounds = parse_rounds(description, argv, default=5, names=names, run_one=run_one)
+    if rounds is None:
         return 0
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     pairs = [(workload, config) for workload in WORKLOADS for config in CONFIGS]
-    seconds: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
-    plans: dict[str, list[str]] = {workload: [] for workload in WORKLOADS}
-    order = random.Random(0)
-    for round_number in range(args.rounds):
-        order.shuffle(pairs)
-        for workload, config in pairs:
-            command = [sys.executable, "-m", "benchmarks.unseen", "--one", workload, config]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            measured = json.loads(output.strip().splitlines()[-1])
-            seconds[workload, config].append(measured["seconds"])
-            if measured["plan"]:
-                plans[workload].append(measured["plan"])
-        print(f"round {round_number + 1}/{args.rounds} done", flush=True)
-    RESULTS.write_text(_report(seconds, plans, args.rounds))
+    measured = run_pairs("benchmarks.unseen", pairs, rounds, verbose=True)
+    seconds = {pair: [run["seconds"] for run in runs] for pair, runs in measured.items()}
+    plans = {
+        workload: [run["plan"] for run in measured[workload, "execute"]] for workload in WORKLOADS
+    }
+    RESULTS.write_text(_report(seconds, plans, rounds))
     print(RESULTS.read_text())
     return 0
 
