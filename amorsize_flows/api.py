@@ -25,7 +25,7 @@ from .errors import MapCancelledError
 from .limits import WorkerLimits, detect, parse_memory
 from .model import Constraints, Situation, choose, duration_text, max_threads
 from .plan import BACKENDS, Plan, RunRecord
-from .profile import INTERNAL_THREADS_RATIO, Profile, function_identity, sample
+from .profile import Profile, function_identity, sample
 from .runner import Replanner, RunStats, fork_is_safe, run_plan
 from .worker_start import fresh_load_seconds
 
@@ -655,7 +655,7 @@ def _sigterm_cancels(needed: bool) -> Iterator[None]:
 
 def _may_run_own_threads(profile: Profile | None) -> bool:
     """Whether the function may run BLAS/OpenMP threads of its own: unknown without a profile."""
-    return profile is None or profile.cpu_ratio > INTERNAL_THREADS_RATIO
+    return profile is None or profile.runs_own_threads
 
 
 def _record(

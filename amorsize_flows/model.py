@@ -18,7 +18,7 @@ from statistics import NormalDist
 from .calibrate import Calibration
 from .limits import MAX_WORKERS_ENV, WorkerLimits
 from .plan import Candidate, Plan, StartMethod
-from .profile import INTERNAL_THREADS_RATIO, Profile
+from .profile import Profile
 
 __all__ = ["Constraints", "Situation", "choose", "duration_text", "max_threads"]
 
@@ -325,7 +325,7 @@ def _call_seconds(profile: Profile, cpus: int, n_workers: int) -> tuple[float, f
     CPUs, so each call slows down; with one CPU each, the dry run measured how much.
     """
     wall, ratio = profile.seconds_per_item, profile.cpu_ratio
-    if ratio <= INTERNAL_THREADS_RATIO:
+    if not profile.runs_own_threads:
         return wall, wall * ratio
     share = max(1, cpus // n_workers)
     if share >= ratio:
@@ -408,7 +408,7 @@ def _reason(situation: Situation, chosen: Candidate, notes: list[str]) -> str:
     cost = f"a call takes {duration_text(profile.seconds_per_item)}"
     if profile.cpu_ratio < 0.5:
         cost += f", {1 - profile.cpu_ratio:.0%} of it waiting"
-    elif profile.cpu_ratio > INTERNAL_THREADS_RATIO:
+    elif profile.runs_own_threads:
         cost += f", running {profile.cpu_ratio:.1f} CPUs' worth of its own threads"
     if chosen.backend == "serial":
         head = f"Serial: {cost} over {count}, and no parallel plan pays for its overhead"

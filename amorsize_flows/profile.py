@@ -156,6 +156,11 @@ class Profile:
         """CPU seconds per wall second of a call (0 = all waiting, 1 = one busy thread)."""
         return self.cpu_seconds_per_item / self.seconds_per_item if self.seconds_per_item else 1.0
 
+    @property
+    def runs_own_threads(self) -> bool:
+        """Whether a call keeps more than one CPU busy: threads of its own (BLAS, OpenMP)."""
+        return self.cpu_ratio > INTERNAL_THREADS_RATIO
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
         # Every field is a flat, immutable value: asdict's recursive deep copy is not needed, and
