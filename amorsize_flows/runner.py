@@ -161,8 +161,9 @@ def run_plan(
             plan, start_index = switched
             stats.workers_start()
         share = max(1, (cpus or os.cpu_count() or 1) // plan.n_jobs)
-        cap = share if cap_loaded_pools else None
-        yield from _pooled(plan, func, items, start_index, stats, cancel, on_chunk, share, cap)
+        yield from _pooled(
+            plan, func, items, start_index, stats, cancel, on_chunk, share, cap_loaded_pools
+        )
     finally:
         stats.finished_at = time.perf_counter()
 
@@ -281,17 +282,17 @@ def _pooled(
     cancel: threading.Event | None,
     on_chunk: Callable[[int], None] | None,
     inner_threads: int,
-    loaded_pools_cap: int | None,
+    cap_loaded_pools: bool,
 ) -> Iterator[list[Any]]:
     chunks = _chunks(items, plan.chunksize, start_index)
     limits: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if plan.backend == "threads":
         executor: Executor = ThreadPoolExecutor(plan.n_jobs, thread_name_prefix="amorsize")
         submit = _thread_submitter(executor, func, cancel)
-        if plan.n_jobs > 1 and loaded_pools_cap is not None:
-            limits = _caller_blas_limits(loaded_pools_cap)
+        if plan.n_jobs > 1 and cap_loaded_pools:
+            limits = _caller_blas_limits(inner_threads)
     else:
-        executor = _process_executor(plan, func, inner_threads, loaded_pools_cap)
+        executor = _process_executor(plan, func, inner_threads, cap_loaded_pools)
         submit = _process_submitter(executor)
     pending: deque[tuple[int, int, Future[Any]]] = deque()
     window = plan.n_jobs * IN_FLIGHT_PER_WORKER
@@ -447,7 +448,7 @@ _worker_function: Callable[[Any], Any] | None = None
 
 
 def _process_executor(
-    plan: Plan, func: Callable[[Any], Any], inner_threads: int, loaded_pools_cap: int | None
+    plan: Plan, func: Callable[[Any], Any], inner_threads: int, cap_loaded_pools: bool
 ) -> Executor:
     start_method = plan.start_method or ("fork" if fork_is_safe() else "loky")
     if start_method == "fork" and not fork_is_safe():
@@ -466,7 +467,7 @@ def _process_executor(
         max_workers=plan.n_jobs,
         context=context,
         initializer=_init_worker,
-        initargs=(cloudpickle.dumps(func), inner_threads, loaded_pools_cap),
+        initargs=(cloudpickle.dumps(func), inner_threads, cap_loaded_pools),
     )
 
 
@@ -474,7 +475,7 @@ def _process_submitter(executor: Executor) -> Callable[[int, list[Any]], Future[
     return lambda first, chunk: executor.submit(_run_chunk_in_worker, first, chunk)
 
 
-def _init_worker(function_bytes: bytes, inner_threads: int, loaded_pools_cap: int | None) -> None:
+def _init_worker(function_bytes: bytes, inner_threads: int, cap_loaded_pools: bool) -> None:
     """Prepare a worker process: signals, orphan protection, inner threads, the function."""
     # A forked worker inherits the caller's handlers; Airflow's would make it ignore SIGTERM.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -487,8 +488,8 @@ def _init_worker(function_bytes: bytes, inner_threads: int, loaded_pools_cap: in
     # the environment. Set here for every start method: loky's own `env=` reaches only its fresh
     # interpreters, and a forked worker would keep the caller's.
     os.environ.update({name: str(inner_threads) for name in _THREAD_ENV_VARS})
-    if loaded_pools_cap is not None:
-        threadpool_limits(loaded_pools_cap)
+    if cap_loaded_pools:
+        threadpool_limits(inner_threads)
     global _worker_function
     _worker_function = cloudpickle.loads(function_bytes)
 
