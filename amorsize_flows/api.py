@@ -27,6 +27,7 @@ from .model import Constraints, Situation, choose, duration_text, max_threads
 from .plan import BACKENDS, Plan, RunRecord
 from .profile import Profile, function_identity, sample
 from .runner import Replanner, RunStats, fork_is_safe, run_plan
+from .trend import Batch, rest_seconds_per_item
 from .worker_start import fresh_load_seconds
 
 __all__ = ["MapIterator", "MapRun", "check_options", "execute", "imap", "optimize", "run"]
@@ -525,23 +526,26 @@ class MapIterator(Iterator[Any]):
             return None
         planned = situation.profile.seconds_per_item
         threshold = REPLAN_FACTOR * planned
+        batches = [Batch(0, self._sampled, planned)]
 
         def replan(done: int, batch_items: int, batch_seconds: float) -> Plan | None:
             nonlocal threshold
             seconds_per_item = batch_seconds / batch_items
+            batches.append(Batch(done - batch_items, batch_items, seconds_per_item))
             slow = seconds_per_item >= threshold and batch_seconds >= REPLAN_MIN_SECONDS
             if not slow or done >= n_items:
                 return None
             threshold = REPLAN_AGAIN * seconds_per_item
             stats = self._stats
-            # The last batch, not the mean of all: where calls grow along the input (sorted by
-            # size), the latest tell most about the rest.
+            # Not the mean of all batches: where calls grow along the input (sorted by size),
+            # the latest, and the trend, tell most about the rest.
+            rest = rest_seconds_per_item(batches, n_items)
             profile = replace(
                 situation.profile,
-                seconds_per_item=seconds_per_item,
-                cpu_seconds_per_item=seconds_per_item * stats.cpu_seconds / stats.compute_seconds,
+                seconds_per_item=rest,
+                cpu_seconds_per_item=rest * stats.cpu_seconds / stats.compute_seconds,
                 # Calls this far from what the dry run saw vary at least as much as they cost.
-                seconds_stdev=max(situation.profile.seconds_stdev, seconds_per_item),
+                seconds_stdev=max(situation.profile.seconds_stdev, rest),
             )
             later = replace(
                 situation,

@@ -7,6 +7,7 @@ import gc
 import itertools
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -219,6 +220,20 @@ def test_serial_plan_turns_parallel_when_later_items_cost_far_more() -> None:
     assert {pid for _, pid in outcome.results} - {os.getpid()}
     assert outcome.record.backend == "processes"
     assert outcome.record.startup_seconds > 0  # the workers' own start, for the next run
+
+
+def test_a_re_plan_expects_calls_that_grow_along_the_input_to_keep_growing() -> None:
+    # Items sorted by cost, 0 to 6 ms (documents sorted by length): the serial batches rise
+    # steadily, and the plan for the rest expects dearer calls than any run so far.
+    items = [i * 2e-5 for i in range(300)]
+    outcome = amz.run(busy_where, items)
+    assert [seconds for seconds, _ in outcome.results] == items
+    assert outcome.plan.backend == "processes"
+    match = re.match(r"Re-planned after (\d+) items", outcome.plan.reason)
+    assert match, outcome.plan.reason
+    costliest_run_serially = items[int(match[1]) - 1]
+    expected = outcome.plan.to_dict()["profile"]["seconds_per_item"]
+    assert expected > 2 * costliest_run_serially
 
 
 def test_a_garbage_collection_in_a_serial_batch_is_no_reason_to_re_plan() -> None:
