@@ -137,12 +137,12 @@ def run_plan(
             is yielded as, instead of a new list: a long cheap map's results are not copied.
         replan: for a serial plan, asked between batches whether the rest should run in
             parallel after all (calls turned out slower than the dry run measured).
-        cap_loaded_pools: whether BLAS/OpenMP pools the caller has already loaded are capped in
-            each worker too (pools loaded later always are). Capping wakes a pool: OpenBLAS
-            re-creates its threads in a forked worker on any call, and they spin for about
-            0.1 s before they sleep, taking a CPU from the worker's first chunk (a pure-Python
-            map ran 6% slower where the caller had merely imported numpy). So False where the
-            function was seen not to run threads of its own.
+        cap_loaded_pools: whether BLAS/OpenMP pools the caller has already loaded are capped
+            for the workers too (pools loaded later always are): in the caller during a threads
+            map, in the caller while workers fork (they inherit the cap, and their pools stay
+            asleep), in a fresh interpreter by itself. threadpoolctl scans the loaded libraries
+            to do it (about 1 ms), so False where the function was seen not to run threads of
+            its own.
 
     Raises:
         WorkerDiedError: a worker process died.
@@ -285,22 +285,31 @@ def _pooled(
     cap_loaded_pools: bool,
 ) -> Iterator[list[Any]]:
     chunks = _chunks(items, plan.chunksize, start_index)
-    limits: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    # Around the whole map (threads), or around the first submits, where loky forks every worker.
+    during_map: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    while_forking: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if plan.backend == "threads":
         executor: Executor = ThreadPoolExecutor(plan.n_jobs, thread_name_prefix="amorsize")
         submit = _thread_submitter(executor, func, cancel)
         if plan.n_jobs > 1 and cap_loaded_pools:
-            limits = _caller_blas_limits(inner_threads)
+            during_map = _caller_blas_limits(inner_threads)
     else:
-        executor = _process_executor(plan, func, inner_threads, cap_loaded_pools)
+        start_method = _start_method(plan)
+        forks = start_method == "fork"
+        # A forked worker inherits the caller's pools as they are at the fork: capped there, they
+        # stay asleep. Capped inside the worker, OpenBLAS re-creates its threads, and they spin
+        # for ~0.1 s against the worker's first chunk. Fresh interpreters cap their own.
+        executor = _process_executor(
+            plan.n_jobs, start_method, func, inner_threads, cap_loaded_pools and not forks
+        )
         submit = _process_submitter(executor)
+        while_forking = _forking(cap_loaded_pools and forks, inner_threads)
     pending: deque[tuple[int, int, Future[Any]]] = deque()
     window = plan.n_jobs * IN_FLIGHT_PER_WORKER
     finished = False
     try:
-        with limits:
-            # loky starts every worker on the first submit: fork them from a frozen heap.
-            with _heap_frozen() if plan.backend == "processes" else contextlib.nullcontext():
+        with during_map:
+            with while_forking:
                 for first, chunk in itertools.islice(chunks, window):
                     pending.append((first, len(chunk), submit(first, chunk)))
             while pending:
@@ -321,6 +330,17 @@ def _pooled(
             executor.shutdown(wait=True)
         else:
             _abort(executor, pending, cancel)
+
+
+@contextlib.contextmanager
+def _forking(cap_loaded_pools: bool, inner_threads: int) -> Iterator[None]:
+    """What the caller holds while loky starts the workers: a frozen heap, capped pools."""
+    with _heap_frozen():
+        if not cap_loaded_pools:
+            yield
+            return
+        with _caller_blas_limits(inner_threads):
+            yield
 
 
 @contextlib.contextmanager
@@ -447,9 +467,7 @@ def _thread_submitter(
 _worker_function: Callable[[Any], Any] | None = None
 
 
-def _process_executor(
-    plan: Plan, func: Callable[[Any], Any], inner_threads: int, cap_loaded_pools: bool
-) -> Executor:
+def _start_method(plan: Plan) -> str:
     start_method = plan.start_method or ("fork" if fork_is_safe() else "loky")
     if start_method == "fork" and not fork_is_safe():
         log.warning(
@@ -458,13 +476,23 @@ def _process_executor(
             threading.active_count(),
         )
         start_method = "loky"
+    return start_method
+
+
+def _process_executor(
+    n_jobs: int,
+    start_method: str,
+    func: Callable[[Any], Any],
+    inner_threads: int,
+    cap_loaded_pools: bool,
+) -> Executor:
     with warnings.catch_warnings():
         # loky warns that fork "does not respect POSIX" for multi-threaded callers; we fork only
         # when the caller is single-threaded (fork_is_safe above).
         warnings.filterwarnings("ignore", message=".*fork.*start method.*", category=UserWarning)
         context = get_context(start_method)
     return loky.ProcessPoolExecutor(
-        max_workers=plan.n_jobs,
+        max_workers=n_jobs,
         context=context,
         initializer=_init_worker,
         initargs=(cloudpickle.dumps(func), inner_threads, cap_loaded_pools),
@@ -482,11 +510,12 @@ def _init_worker(function_bytes: bytes, inner_threads: int, cap_loaded_pools: bo
     # Ctrl-C reaches the whole process group; the caller handles it and then kills the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
-    # Pools already loaded (inherited by fork) are capped now, unless the function was seen not to
-    # use them (run_plan's cap_loaded_pools); one loaded later (numpy imported by unpickling the
-    # function below, or inside it, as when a stored plan skipped the dry run) sizes itself from
-    # the environment. Set here for every start method: loky's own `env=` reaches only its fresh
-    # interpreters, and a forked worker would keep the caller's.
+    # Pools loaded before this runs (a fresh interpreter importing the caller's main module) are
+    # capped now where asked (forked workers inherit theirs capped: _forking); one loaded later
+    # (numpy imported by unpickling the function below, or inside it, as when a stored plan
+    # skipped the dry run) sizes itself from the environment. Set here for every start method:
+    # loky's own `env=` reaches only its fresh interpreters, and a forked worker would keep the
+    # caller's.
     os.environ.update({name: str(inner_threads) for name in _THREAD_ENV_VARS})
     if cap_loaded_pools:
         threadpool_limits(inner_threads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import itertools
+import json
 import multiprocessing
 import os
 import re
@@ -440,6 +441,48 @@ def test_a_caller_s_idle_blas_pool_is_left_asleep_in_workers() -> None:
         check=True,
     )
     assert int(completed.stdout.strip()) == 1
+
+
+CAPPED_BLAS_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    import numpy as np
+    from threadpoolctl import threadpool_info
+    import amorsize_flows as amz
+    from tests.workloads import blas_after_a_product
+    np.ones((200, 200)) @ np.ones((200, 200))  # the caller's pool has started its threads
+    before = [pool["num_threads"] for pool in threadpool_info()]
+    plan = amz.Plan.fixed("processes", 2, 1, start_method="fork")
+    seen = [r for r in amz.execute(blas_after_a_product, range(4), plan=plan) if r[0] != os.getpid()]
+    after = [pool["num_threads"] for pool in threadpool_info()]
+    print(json.dumps({"workers": seen, "before": before, "after": after}))
+    """
+)
+
+
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="a pool of one thread is capped already"
+)
+def test_forked_workers_inherit_the_caller_s_pool_capped_and_asleep() -> None:
+    # A fixed plan says nothing of the function: the caller's loaded pool is capped to each
+    # worker's share. Capped in the caller while loky forks, not in the worker, where OpenBLAS
+    # would re-create its threads (they spin ~0.1 s against the first chunk): a worker then runs
+    # one thread, its BLAS product included, and the caller's own pool is as it was.
+    cpus = len(os.sched_getaffinity(0))
+    completed = subprocess.run(
+        [sys.executable, "-c", CAPPED_BLAS_SCRIPT],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])},
+        timeout=60,
+        check=True,
+    )
+    outcome = json.loads(completed.stdout)
+    assert outcome["workers"], "the map ran in no worker"
+    assert {largest for _, largest, _ in outcome["workers"]} == {max(1, cpus // 2)}
+    if cpus // 2 == 1:
+        assert {threads for _, _, threads in outcome["workers"]} == {1}
+    assert outcome["after"] == outcome["before"]
 
 
 @pytest.mark.parametrize(

@@ -135,3 +135,14 @@ def blas_threads(_: object) -> int:
     from threadpoolctl import threadpool_info
 
     return max((pool["num_threads"] for pool in threadpool_info()), default=0)
+
+
+def blas_after_a_product(_: object) -> tuple[int, int, int]:
+    """After a numpy matrix product here: this pid, the largest BLAS pool, this process's threads."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    matrix = np.ones((200, 200))
+    matrix @ matrix
+    largest = max((pool["num_threads"] for pool in threadpool_info()), default=0)
+    return os.getpid(), largest, len(os.listdir("/proc/self/task"))
