@@ -27,7 +27,7 @@ from .model import Constraints, Situation, choose, duration_text, max_threads
 from .plan import BACKENDS, Plan, RunRecord
 from .profile import Profile, function_identity, sample
 from .runner import Replanner, RunStats, fork_is_safe, run_plan
-from .trend import Batch, rest_seconds_per_item
+from .trend import Batch, RisingBatches
 from .worker_start import fresh_load_seconds
 
 __all__ = ["MapIterator", "MapRun", "check_options", "execute", "imap", "optimize", "run"]
@@ -526,12 +526,12 @@ class MapIterator(Iterator[Any]):
             return None
         planned = situation.profile.seconds_per_item
         threshold = REPLAN_FACTOR * planned
-        batches = [Batch(0, self._sampled, planned)]
+        batches = RisingBatches(Batch(0, self._sampled, planned))
 
         def replan(done: int, batch_items: int, batch_seconds: float) -> Plan | None:
             nonlocal threshold
             seconds_per_item = batch_seconds / batch_items
-            batches.append(Batch(done - batch_items, batch_items, seconds_per_item))
+            batches.add(Batch(done - batch_items, batch_items, seconds_per_item))
             slow = seconds_per_item >= threshold and batch_seconds >= REPLAN_MIN_SECONDS
             if not slow or done >= n_items:
                 return None
@@ -539,7 +539,7 @@ class MapIterator(Iterator[Any]):
             stats = self._stats
             # Not the mean of all batches: where calls grow along the input (sorted by size),
             # the latest, and the trend, tell most about the rest.
-            rest = rest_seconds_per_item(batches, n_items)
+            rest = batches.rest_seconds_per_item(n_items)
             profile = replace(
                 situation.profile,
                 seconds_per_item=rest,

@@ -40,6 +40,22 @@ class Batch:
         return self.first + (self.items - 1) / 2
 
 
+class RisingBatches:
+    """The batches of a serial run since the rise last broke: a map of hours keeps a few."""
+
+    def __init__(self, first: Batch) -> None:
+        self.batches = [first]
+
+    def add(self, batch: Batch) -> None:
+        # A batch that did not rise enough ends any steady rise the ones before it could form.
+        if batch.seconds_per_item < RISE_FACTOR * self.batches[-1].seconds_per_item:
+            self.batches.clear()
+        self.batches.append(batch)
+
+    def rest_seconds_per_item(self, stop: int) -> float:
+        return rest_seconds_per_item(self.batches, stop)
+
+
 def rest_seconds_per_item(batches: Sequence[Batch], stop: int) -> float:
     """The mean seconds per call expected from the end of the last batch up to item ``stop``.
 

@@ -6,7 +6,13 @@ import random
 
 import pytest
 
-from amorsize_flows.trend import MAX_GROWTH, Batch, rest_seconds_per_item, rises_steadily
+from amorsize_flows.trend import (
+    MAX_GROWTH,
+    Batch,
+    RisingBatches,
+    rest_seconds_per_item,
+    rises_steadily,
+)
 
 
 def measured(costs: list[float], sizes: list[int]) -> list[Batch]:
@@ -80,3 +86,17 @@ def test_a_trend_never_predicts_less_than_the_latest_batch() -> None:
 def test_no_batches_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="at least one measured batch"):
         rest_seconds_per_item([], 10)
+
+
+def test_a_long_serial_run_keeps_only_the_batches_since_the_rise_last_broke() -> None:
+    # Equal batches for an hour would otherwise pile up; a rise that starts after them counts.
+    history = RisingBatches(Batch(0, 10, 1e-3))
+    for index in range(1, 1_000):
+        history.add(Batch(index * 10, 10, 1e-3))
+    assert len(history.batches) == 1
+    costs = [i * 2e-5 for i in range(300)]
+    for batch in measured(costs, [3, 3, 12, 48]):
+        history.add(Batch(10_000 + batch.first, batch.items, batch.seconds_per_item))
+    assert len(history.batches) == 4
+    truth = sum(costs[66:]) / len(costs[66:])
+    assert history.rest_seconds_per_item(10_300) == pytest.approx(truth, rel=0.05)
