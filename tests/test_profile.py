@@ -215,3 +215,13 @@ def test_gil_probe_runs_batches_of_short_calls() -> None:
     assert min(p.gil_share for p in native if p.gil_share is not None) < 0.5
     python = sample(busy, [3e-5] * 2000, sample_size=5, processes_possible=False).profile
     assert python.gil_share is not None and python.gil_share > 0.6
+
+
+def test_gil_probe_stops_when_calls_grow_dearer_and_hands_the_rest_back() -> None:
+    # Sorted by cost: the probe, sized from the first 25 µs calls, would take about 80 items,
+    # the last at 1.6 ms (about 65 ms in all). Its deadline stops it at twice its budget (4 ms).
+    items = [2.5e-5] * 4 + [i * 2e-5 for i in range(1, 300)]
+    dry = sample(busy, items, sample_size=3, processes_possible=False)
+    assert dry.profile.gil_share is not None
+    assert len(dry.results) < 40
+    assert dry.results + list(dry.rest) == items
