@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -86,6 +87,18 @@ def test_item_error_keeps_its_type_and_names_the_item(plan: amz.Plan) -> None:
     if plan.backend == "processes":
         assert "Traceback in the worker" in notes and "fail_on" in notes
     assert not _wait_for_no_children()
+
+
+@pytest.mark.parametrize(
+    "func", [fail_on, functools.partial(fail_on, bad=7)], ids=["function", "partial"]
+)
+def test_a_serial_map_names_an_item_that_fails_late(func: Callable[[int], int]) -> None:
+    # Late in a long list, a serial map runs the rest in one go: a comprehension for a Python
+    # function, map() for anything else. Each names the item.
+    items = [0] * 900 + [7] + [0] * 99
+    with pytest.raises(ValueError, match="item value 7 is bad") as caught:
+        amz.execute(func, items, plan=amz.Plan.fixed("serial", 1, 1))
+    assert "item 900" in "\n".join(caught.value.__notes__)
 
 
 def test_error_that_cannot_travel_back_is_described() -> None:
