@@ -434,15 +434,23 @@ class _Meter:
         results: list[Any] = [None] * len(items)
         failures: dict[int, BaseException] = {}
         taken = itertools.count()
-        deadline = time.perf_counter() + GIL_PROBE_DEADLINE * len(items) * self.mean
+        budget = GIL_PROBE_DEADLINE * len(items) * self.mean
+        # Both set when the first item is taken: on a loaded host a thread's start can take longer
+        # than the whole budget (5 ms measured with three busy processes on two cores), and a
+        # clock started before it measured nothing in 1 probe of 10.
+        first_taken = [math.inf]
+        deadline = [math.inf]
 
         def run() -> None:
             # next() on a count is atomic under the GIL, and a position taken is run: the items
             # run form a prefix of ``items``.
-            while not failures and time.perf_counter() <= deadline:
+            while not failures and time.perf_counter() <= deadline[0]:
                 position = next(taken)
                 if position >= len(items):
                     return
+                if position == 0:
+                    first_taken[0] = time.perf_counter()
+                    deadline[0] = first_taken[0] + budget
                 try:
                     results[position] = self.func(items[position])
                 except BaseException as error:
@@ -453,20 +461,17 @@ class _Meter:
         # calls' time when they ran at the same time, all of it when they took turns on one GIL.
         # (Waiting on a barrier first would not do: a thread woken from it may wait for the GIL
         # longer than a whole call.)
-        started = time.perf_counter()
         other = threading.Thread(target=run)
         other.start()
         run()
         other.join()
-        span = time.perf_counter() - started
+        span = time.perf_counter() - first_taken[0]
         if failures:
             position = min(failures)
             error = failures[position]
             error.add_note(f"amorsize: raised by item {first + position} during the dry run")
             raise error
         ran = min(next(taken), len(items))
-        if not ran:  # the threads started too late to take any: nothing measured
-            return items
         share = min(1.0, max(0.0, 2 * span / (ran * self.mean) - 1.0))
         self.gil_share = share if self.gil_share is None else max(self.gil_share, share)
         self.results.extend(results[:ran])
