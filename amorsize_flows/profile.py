@@ -20,7 +20,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import cloudpickle
@@ -76,6 +76,9 @@ GIL_PROBE_DEADLINE = 2.0
 # processes: when pickling an item and its result costs this share of the call, or when processes
 # are impossible (a daemonic worker, a function that does not pickle).
 GIL_PROBE_PICKLE_SHARE = 0.1
+# Whether the probe can time its calls' CPU per thread: to the nanosecond on Linux and macOS,
+# in 15.6 ms ticks on Windows, longer than a probe.
+THREAD_CLOCK_PRECISE = time.get_clock_info("thread_time").resolution <= 1e-6
 # Below this share, calls overlapped: a second pair must agree before threads are trusted.
 GIL_RELEASED_SHARE = 0.5
 # Calls cheaper than this are timed a batch at a time once the first few were timed alone: two
@@ -169,7 +172,7 @@ class Profile:
         """Plain JSON types."""
         # Every field is a flat, immutable value: asdict's recursive deep copy is not needed, and
         # this runs before every map.
-        return {field.name: getattr(self, field.name) for field in fields(self)}
+        return {item.name: getattr(self, item.name) for item in fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Profile:
@@ -188,6 +191,27 @@ class Sample:
     rest: Iterator[Any]
     n_items: int | None
     n_items_lower_bound: int
+    _meter: _Meter = field(repr=False)
+
+    @property
+    def steady_calls(self) -> int:
+        """Calls after the first that were timed, alone or in batches (the GIL probe's are not)."""
+        meter = self._meter
+        return max(0, len(meter.wall) - 1) + sum(calls for _, calls in meter.batches)
+
+    def extend(self, calls: int) -> int:
+        """Run up to ``calls`` more items here, timed one at a time, keep their results and
+        measure the profile again (pickling and the GIL share stay as measured). Return how many
+        ran: fewer when the items ran out, and then the item count is known."""
+        ran = 0
+        for item in itertools.islice(self.rest, calls):
+            self._meter.call(item)
+            ran += 1
+        self._meter.close_stretch()
+        if ran < calls and self.n_items is None:
+            self.n_items = self.n_items_lower_bound = len(self.results)
+        self.profile = self._meter.profile()
+        return ran
 
 
 def function_identity(func: Callable[..., Any]) -> tuple[str, str]:
@@ -295,6 +319,7 @@ def sample(
             meter.call(batch[0])
         else:
             meter.call_batch(batch)
+    meter.close_stretch()
     meter.measure_pickling()
     if meter.cpu_ratio > INTERNAL_THREADS_RATIO:
         # How fast is one call on one thread? Workers get a share of the CPUs each, so this is
@@ -323,7 +348,7 @@ def sample(
         profile.sample_seconds,
         profile.seconds_per_item,
     )
-    return Sample(profile, meter.results, rest, n_items, lower_bound)
+    return Sample(profile, meter.results, rest, n_items, lower_bound, meter)
 
 
 class _Meter:
@@ -341,12 +366,16 @@ class _Meter:
         self.cpu_steady = self.wall_steady = 0.0
         # Per item, from the probed inputs and results pickled as lists (measure_pickling).
         self.bytes_in = self.bytes_out = self.pickle_in = self.pickle_out = 0.0
+        self.probing = True  # until measure_pickling has pickled the items probed
         self.probed_items: list[Any] = []
         self.probed_results: list[Any] = []
         self.function_bytes, self.not_picklable = _pickled_function_size(func)
         self.started = time.perf_counter()
         self.memory_before = self.memory_after_first = _resident_bytes()
-        self._cpu_mark = self._wall_mark = 0.0
+        # CPU and wall clocks read once around a stretch of steady calls, not around each: per
+        # call, CPU time can be below the clock's resolution. None between stretches.
+        self._marks: tuple[float, float] | None = None
+        self._cpu_before = self._wall_before = 0.0  # of the stretches closed so far
 
     @property
     def calls(self) -> int:
@@ -376,8 +405,8 @@ class _Meter:
     def call(self, item: Any, *, single_thread: bool = False) -> None:
         index = self.start_index + self.calls
         steady = self.calls > 0 and not single_thread
-        if steady and not self.wall_steady:
-            self._cpu_mark, self._wall_mark = time.process_time(), time.perf_counter()
+        if steady:
+            self._open_stretch()
         started = time.perf_counter()
         try:
             result = self.func(item)
@@ -390,20 +419,34 @@ class _Meter:
         else:
             self.wall.append(seconds)
         if steady:
-            self.cpu_steady = time.process_time() - self._cpu_mark
-            self.wall_steady = time.perf_counter() - self._wall_mark
+            self._read_stretch()
         elif self.calls == 0:
             self.memory_after_first = _resident_bytes()
         self.results.append(result)
-        if len(self.probed_items) < PICKLE_PROBES:
+        if self.probing and len(self.probed_items) < PICKLE_PROBES:
             self.probed_items.append(item)
             self.probed_results.append(result)
+
+    def _open_stretch(self) -> None:
+        if self._marks is None:
+            self._marks = (time.process_time(), time.perf_counter())
+
+    def _read_stretch(self) -> None:
+        assert self._marks is not None
+        cpu_mark, wall_mark = self._marks
+        self.cpu_steady = self._cpu_before + time.process_time() - cpu_mark
+        self.wall_steady = self._wall_before + time.perf_counter() - wall_mark
+
+    def close_stretch(self) -> None:
+        """The steady calls pause here: what happens until the next one (deciding a plan, which
+        may measure the machine) is not the function's, and its CPU ratio must not count it."""
+        self._cpu_before, self._wall_before = self.cpu_steady, self.wall_steady
+        self._marks = None
 
     def call_batch(self, batch: list[Any]) -> None:
         """Time a batch of cheap calls at once: around each, the clock would cost more than them."""
         first = self.start_index + self.calls
-        if not self.wall_steady:
-            self._cpu_mark, self._wall_mark = time.process_time(), time.perf_counter()
+        self._open_stretch()
         remaining = iter(batch)
         started = time.perf_counter()
         try:
@@ -414,8 +457,7 @@ class _Meter:
             raise
         self.batches.append((time.perf_counter() - started, len(batch)))
         self._batched_mean = _mean_of_unpaused(self.batches)
-        self.cpu_steady = time.process_time() - self._cpu_mark
-        self.wall_steady = time.perf_counter() - self._wall_mark
+        self._read_stretch()
         self.results.extend(results)
         room = max(0, CHEAP_BATCH - len(self.probed_items))
         self.probed_items += batch[:room]
@@ -441,7 +483,16 @@ class _Meter:
         first_taken = [math.inf]
         deadline = [math.inf]
 
+        cpu_seconds: list[float] = []  # of each thread: a thread waiting for the GIL uses none
+
         def run() -> None:
+            started = time.thread_time()
+            try:
+                take_and_call()
+            finally:
+                cpu_seconds.append(time.thread_time() - started)
+
+        def take_and_call() -> None:
             # next() on a count is atomic under the GIL, and a position taken is run: the items
             # run form a prefix of ``items``.
             while not failures and time.perf_counter() <= deadline[0]:
@@ -472,13 +523,19 @@ class _Meter:
             error.add_note(f"amorsize: raised by item {first + position} during the dry run")
             raise error
         ran = min(next(taken), len(items))
-        share = min(1.0, max(0.0, 2 * span / (ran * self.mean) - 1.0))
+        # The calls' own CPU time is what they would take one after the other; the mean of the
+        # earlier calls is a stand-in where the thread clock is coarse (Windows). It was wrong
+        # where the first calls were slower than these: 1 MB results, 4.5 ms for the first calls
+        # and 3.0 after, read as a share of 0.36 for a function that holds the GIL throughout.
+        serial_seconds = sum(cpu_seconds) if THREAD_CLOCK_PRECISE else ran * self.mean
+        share = min(1.0, max(0.0, 2 * span / serial_seconds - 1.0)) if serial_seconds else 1.0
         self.gil_share = share if self.gil_share is None else max(self.gil_share, share)
         self.results.extend(results[:ran])
         return items[ran:]
 
     def measure_pickling(self) -> None:
         """Sizes and pickling times per item, from the probed items and results as two lists."""
+        self.probing = False
         count = len(self.probed_items)
         if not count or self.not_picklable:
             return

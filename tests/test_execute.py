@@ -22,10 +22,12 @@ import psutil
 import pytest
 
 import amorsize_flows as amz
+import amorsize_flows.api as amz_api
 from amorsize_flows.calibrate import get_calibration
 from tests.workloads import (
     append_to,
     busy,
+    busy_then_append_to,
     busy_where,
     die_on,
     fail_on,
@@ -172,6 +174,21 @@ def test_cpu_bound_map_runs_in_parallel_processes() -> None:
     assert run.plan.backend == "processes", (run.plan.reason, run.plan.to_dict().get("profile"))
     assert run.plan.n_jobs == min(2, amz.worker_limits().cpus)
     assert run.record.n_items == 400 and run.record.achieved_speedup > 0
+
+
+def test_a_plan_in_doubt_is_made_from_more_calls_each_run_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Any parallel plan counts as in doubt here: the dry run goes on to enough steady calls,
+    # within its share of the items, and keeps every result.
+    monkeypatch.setattr(amz_api, "DOUBT_SPEEDUP", float("inf"))
+    log = tmp_path / "calls.txt"
+    run = amz.run(functools.partial(busy_then_append_to, log_path=str(log)), range(400))
+    assert run.plan.backend == "processes", run.plan.reason
+    sampled = run.plan.to_dict()["profile"]["sampled_items"]
+    assert amz_api.DOUBT_STEADY_CALLS < sampled <= amz_api.DOUBT_SHARE * 400
+    assert run.results == list(range(400))
+    assert sorted(map(int, log.read_text().split())) == list(range(400))  # each item ran once
 
 
 def test_waiting_map_runs_on_threads() -> None:

@@ -225,3 +225,20 @@ def test_gil_probe_stops_when_calls_grow_dearer_and_hands_the_rest_back() -> Non
     assert dry.profile.gil_share is not None
     assert len(dry.results) < 40
     assert dry.results + list(dry.rest) == items
+
+
+def test_gil_probe_is_not_fooled_by_first_calls_slower_than_the_rest() -> None:
+    # Steady calls of 6 ms, then the probe's of 2 ms: timed against the earlier calls' mean,
+    # two calls taking turns on the GIL looked like calls overlapping (share 0 instead of 1).
+    items = [0.006] * 3 + [0.002] * 20
+    dry = sample(busy, items, sample_size=2, processes_possible=False)
+    assert dry.profile.gil_share is not None and dry.profile.gil_share > 0.6
+
+
+def test_a_dry_run_extended_keeps_results_and_learns_an_iterator_s_length() -> None:
+    # No memory to read ahead in: the iterator's length stays unknown after the dry run.
+    dry = sample(busy, iter([0.001] * 6), sample_size=2, memory_bytes=1)
+    assert len(dry.results) == 3 and dry.n_items is None
+    assert dry.extend(10) == 3
+    assert dry.results == [0.001] * 6 and dry.n_items == 6 and list(dry.rest) == []
+    assert dry.steady_calls == 5 and dry.profile.sampled_items == 6

@@ -88,6 +88,12 @@ def append_to(x: int, log_path: str) -> int:
     return x
 
 
+def busy_then_append_to(x: int, log_path: str) -> int:
+    """About 2 ms of pure-Python CPU, then append_to(): work worth processes, counted per item."""
+    busy(0.002)
+    return append_to(x, log_path)
+
+
 class Unpicklable(Exception):
     def __init__(self, a: int, b: int) -> None:  # two required args: pickling it back fails
         super().__init__(f"{a}/{b}")
