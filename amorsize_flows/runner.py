@@ -224,6 +224,8 @@ def _serial(
             index += done
             if on_chunk is not None:
                 on_chunk(done)
+            if last:
+                break  # every item is done: nothing left to weigh again
             if replan is not None:
                 working = elapsed - (collections.seconds - collected_before)
                 plan = replan(index, done, working)
