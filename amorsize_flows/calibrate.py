@@ -18,11 +18,12 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cloudpickle
 import loky
@@ -265,29 +266,16 @@ def _loaded_task_seconds(n_workers: int) -> float:
 
     Measured through the runner the plans use (its ordered in-flight window, its chunk wrapper,
     fork when it would fork), not a bare executor: with every CPU busy, each hand-off also costs
-    the caller's CPU time, taken from the workers, and only the real loop shows how much. The same
-    work runs as one task per item and as one chunk per worker, each the faster of two runs: the
-    difference is the cost of the extra hand-offs alone (no compute estimate, no start-up in it).
+    the caller's CPU time, taken from the workers, and only the real loop shows how much.
     """
     started = time.perf_counter()
     _spin(200_000)
     iterations = int(200_000 * _LOADED_TASK_SECONDS / (time.perf_counter() - started))
     start_method = "fork" if fork_is_safe() else "loky"
     work = [iterations] * _LOADED_TASKS
-
-    def fastest(chunksize: int) -> float:
-        plan = Plan.fixed("processes", n_workers, chunksize, start_method=start_method)
-        timings = []
-        for _ in range(2):
-            started = time.perf_counter()
-            for _ in run_plan(plan, _spin, iter(work)):
-                pass
-            timings.append(time.perf_counter() - started)
-        return min(timings)
-
-    one_per_item, one_per_worker = fastest(1), fastest(-(-_LOADED_TASKS // n_workers))
-    extra_tasks = _LOADED_TASKS - n_workers
-    return max(0.0, one_per_item - one_per_worker) * n_workers / extra_tasks
+    handoff = _extra_task_seconds("processes", n_workers, _spin, work, start_method=start_method)
+    # The workers took the extra tasks side by side: the map grew by 1/n_workers of their cost.
+    return handoff * n_workers
 
 
 def _thread_costs(n_many: int) -> tuple[tuple[float, float], float]:
@@ -303,30 +291,44 @@ def _thread_costs(n_many: int) -> tuple[tuple[float, float], float]:
 
 
 def _thread_task_seconds() -> float:
-    """Per-task overhead of threads, through the runner the plans use.
+    """Per-task overhead of threads, through the runner the plans use, from empty calls.
 
-    Empty calls run as one task per item and as one chunk per thread, each the faster of two
-    runs; the difference is what the extra hand-offs cost. All of it is Python holding the GIL
-    (the caller's loop and the executor's queue alike), so it is serial however many threads run:
-    a bare executor's submit and result measured 12.7 µs a task here, where the runner's tasks
-    cost 25 to 37 µs, and threads x3 in chunks of 1 hashed 2000 blobs in 0.096 s, not 0.041.
+    All of it is Python holding the GIL (the caller's loop and the executor's queue alike), so it
+    is serial however many threads run: a bare executor's submit and result measured 12.7 µs a
+    task here, where the runner's tasks cost 25 to 37 µs, and threads x3 in chunks of 1 hashed
+    2000 blobs in 0.096 s, not 0.041.
     """
-    items = list(range(_DISPATCH_TASKS))
+    handoff = _extra_task_seconds("threads", _THREAD_TASK_WORKERS, _noop, range(_DISPATCH_TASKS))
+    return max(handoff, 1e-9)
+
+
+def _extra_task_seconds(
+    backend: Literal["threads", "processes"],
+    n_workers: int,
+    func: Callable[[Any], Any],
+    items: Sequence[Any],
+    *,
+    start_method: str | None = None,
+) -> float:
+    """What each task beyond one per worker adds, through the runner the plans use.
+
+    ``items`` run as one task per item and as one chunk per worker, each the faster of two runs;
+    the difference, over the extra tasks, is the cost of a hand-off alone (no compute estimate,
+    no start-up in it).
+    """
 
     def fastest(chunksize: int) -> float:
-        plan = Plan.fixed("threads", _THREAD_TASK_WORKERS, chunksize)
+        plan = Plan.fixed(backend, n_workers, chunksize, start_method=start_method)
         timings = []
         for _ in range(2):
             started = time.perf_counter()
-            for _ in run_plan(plan, _noop, iter(items)):
+            for _ in run_plan(plan, func, iter(items)):
                 pass
             timings.append(time.perf_counter() - started)
         return min(timings)
 
-    one_per_item = fastest(1)
-    one_per_thread = fastest(-(-_DISPATCH_TASKS // _THREAD_TASK_WORKERS))
-    extra_tasks = _DISPATCH_TASKS - _THREAD_TASK_WORKERS
-    return max(one_per_item - one_per_thread, 1e-9) / extra_tasks
+    one_per_item, one_per_worker = fastest(1), fastest(-(-len(items) // n_workers))
+    return max(0.0, one_per_item - one_per_worker) / (len(items) - n_workers)
 
 
 def measure() -> Calibration:
