@@ -325,6 +325,27 @@ def test_second_run_starts_from_the_first_runs_record(tmp_path: Path) -> None:
     assert sorted(map(int, log.read_text().split())) == list(range(400))  # no item ran twice
 
 
+def test_a_record_of_a_serial_run_does_not_hide_what_fresh_workers_pay() -> None:
+    # Fork is unsafe beside a thread, so processes mean fresh interpreters, and each must import
+    # the function's module (1 s) first: the first run plans serial knowing that; the next,
+    # planned from its record, showed no worker start-up and once chose loky workers.
+    from tests.slow_import import busy_after_slow_import
+
+    items = [0.004] * 300
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        first = amz.run(busy_after_slow_import, items)
+        assert first.plan.backend == "serial", first.plan.reason
+        later = amz.optimize(busy_after_slow_import, items, history=first.record)
+    finally:
+        stop.set()
+        helper.join()
+    assert later.source == "history"
+    assert later.backend == "serial", later.reason
+
+
 def test_history_of_another_function_is_not_trusted() -> None:
     record = amz.run(square, range(100)).record
     run = amz.run(busy, [0.0001] * 100, history=record)
