@@ -447,8 +447,9 @@ def _decide(
 
     A run's record shows it only when that run started them: one that ran serially, or forked,
     does not. Planned from such a record without the load, the retraining flow's featurizing
-    stage went to loky workers estimated 1.75x and achieved 0.59x (1.75 s to import scikit-learn
-    twice), its record then sent the next run back to serial, and so on, every other night.
+    stage went to loky workers estimated 1.75x and achieved 0.59x (they took 1.75 s to start and
+    import scikit-learn), its record sent the next run back to serial, and so on: every other
+    night was slow.
     """
     made = choose(situation, constraints, function=identity, source=source)
     observed = situation.observed_startup
