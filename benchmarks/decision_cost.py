@@ -1,7 +1,8 @@
 """What deciding costs when a scheduled run starts from evidence instead of a dry run.
 
 Measures, in a fresh process, the time from calling ``imap`` to having a plan (no item computed
-yet) for: a stored plan (``plan=``), a previous run's record (``history=``), and a cold dry run.
+yet) for: a stored plan (``plan=``), a previous run's record (``history=``), a cold dry run, and
+a serial run's record in a threaded caller, whose plan starts fresh loky interpreters.
 The bar: with a stored plan or a fitting record the decision takes under 5 ms.
 
 Run: ``python -m benchmarks.decision_cost`` (writes ``benchmarks/results/decision_cost.md``).
@@ -14,6 +15,7 @@ import json
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,24 +35,43 @@ def _child(repeat: int) -> dict[str, list[float]]:
     import amorsize_flows as amz
 
     items = [0.005] * 400
+
+    def decide(options: dict[str, object]) -> tuple[float, str | None]:
+        started = time.perf_counter()
+        iterator = amz.imap(busy, items, **options)
+        seconds = time.perf_counter() - started
+        iterator.close()
+        return seconds, iterator.plan.start_method
+
     first = amz.run(busy, items)  # the "previous scheduled run"
     stored = amz.Plan.from_dict(first.plan.to_dict())
     record = amz.RunRecord.from_dict(first.record.to_dict())
-    timings: dict[str, list[float]] = {
-        "stored plan": [],
-        "previous run's record": [],
-        "dry run": [],
+    cases: dict[str, dict[str, object]] = {
+        "stored plan": {"plan": stored},
+        "previous run's record": {"history": record},
+        "dry run": {},
     }
+    timings: dict[str, list[float]] = {label: [] for label in cases}
     for _ in range(repeat):
-        for label, options in (
-            ("stored plan", {"plan": stored}),
-            ("previous run's record", {"history": record}),
-            ("dry run", {}),
-        ):
-            started = time.perf_counter()
-            iterator = amz.imap(busy, items, **options)
-            timings[label].append(time.perf_counter() - started)
-            iterator.close()
+        for label, options in cases.items():
+            timings[label].append(decide(options)[0])
+
+    # Beside a thread (Prefect's engine, Airflow's), processes are fresh loky interpreters that
+    # load the function first. A serial run's record does not show what that costs, so it is
+    # looked up: measured once per function and machine (here, before the clock).
+    serial_record = amz.run(busy, items[:6]).record
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        options = {"history": serial_record}
+        if decide(options)[1] != "loky":
+            raise RuntimeError("the threaded case did not plan loky workers: it measures nothing")
+        label = "a serial run's record, threaded caller (loky)"
+        timings[label] = [decide(options)[0] for _ in range(repeat)]
+    finally:
+        stop.set()
+        helper.join()
     return timings
 
 
