@@ -17,7 +17,6 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Si
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import cloudpickle
 from tqdm.auto import tqdm
 
 from .calibrate import get_calibration
@@ -467,12 +466,16 @@ def _with_fresh_worker_cost(
     made: Plan,
     source: str,
 ) -> Plan:
-    """Plan again knowing what a fresh worker pays to load the function (measured once)."""
-    assert situation.calibration is not None
-    loaded = fresh_load_seconds(cloudpickle.dumps(func))
+    """Plan again knowing what a fresh worker pays to load the function: its code and imports
+    (measured once), and the arguments bound to it (through the pipe, as the calibration moves
+    bytes)."""
+    calibration = situation.calibration
+    assert calibration is not None
+    loaded = fresh_load_seconds(func)
     if loaded is None:
         return made
-    startup = situation.calibration.process_start_seconds("loky", made.n_jobs) + loaded
+    bound = situation.profile.function_bytes / calibration.pipe_bytes_per_second
+    startup = calibration.process_start_seconds("loky", made.n_jobs) + loaded + bound
     log.info("amorsize: %s: a fresh worker takes %.3fs to load it", identity[0], loaded)
     return choose(
         replace(situation, observed_startup=("loky", startup)),
