@@ -23,6 +23,7 @@ import pytest
 
 import amorsize_flows as amz
 import amorsize_flows.api as amz_api
+import tests.workloads as workloads
 from amorsize_flows.calibrate import get_calibration
 from tests.workloads import (
     append_to,
@@ -38,6 +39,7 @@ from tests.workloads import (
     record_collecting_at,
     sleepy,
     square,
+    with_model,
 )
 
 FIXED_PLANS = [
@@ -273,6 +275,19 @@ def test_a_re_plan_expects_calls_that_grow_along_the_input_to_keep_growing() -> 
             return
         seen.append((costliest_run_serially, expected))
     pytest.fail(f"no re-plan read the rise as a trend: (costliest so far, expected) {seen}")
+
+
+def test_a_first_call_s_warm_up_is_no_reason_to_re_plan_a_run_from_a_record() -> None:
+    # Without a dry run, the serial batches start with the process's first call, which loads a
+    # model (50 ms) where the rest take well under a microsecond: the record says so.
+    workloads._model = None
+    first = amz.run(with_model, range(3000))
+    assert first.plan.backend == "serial"
+    workloads._model = None  # a fresh process, as the next scheduled run is
+    later = amz.run(with_model, range(3000), history=first.record)
+    assert later.plan.backend == "serial", later.plan.reason
+    assert later.plan.source == "history"
+    assert later.results == [x + 1 for x in range(3000)]
 
 
 def test_a_garbage_collection_in_a_serial_batch_is_no_reason_to_re_plan() -> None:
