@@ -20,7 +20,7 @@ from .limits import MAX_WORKERS_ENV, WorkerLimits
 from .plan import Candidate, Plan, StartMethod
 from .profile import Profile
 
-__all__ = ["Constraints", "Situation", "choose", "duration_text", "max_threads"]
+__all__ = ["MIN_GAIN", "Constraints", "Situation", "choose", "duration_text", "max_threads"]
 
 # A parallel plan must be predicted at least 10% faster than a plain loop: the model's errors on
 # short maps are of that order, and a loop never deadlocks, never pickles and never OOMs.
@@ -68,6 +68,8 @@ class Situation:
             which includes importing the function's module, unlike the calibration.
         calibration: the machine's costs; None for a map too small for any pool to pay off,
             which is then planned serially without measuring the machine.
+        min_gain: the share of the serial time a parallel plan must save to be chosen; more
+            than MIN_GAIN where the evidence is known to be noisy.
     """
 
     profile: Profile
@@ -79,6 +81,7 @@ class Situation:
     parent_warm: bool = True
     fork_safe: bool = True
     observed_startup: tuple[str, float] | None = None
+    min_gain: float = MIN_GAIN
 
 
 def choose(
@@ -111,11 +114,11 @@ def choose(
         chosen = candidates[0]
         if (
             chosen.backend != "serial"
-            and chosen.predicted_seconds > (1 - MIN_GAIN) * serial.predicted_seconds
+            and chosen.predicted_seconds > (1 - situation.min_gain) * serial.predicted_seconds
         ):
             notes.append(
                 f"the best parallel plan ({_describe(chosen)}) would save under "
-                f"{MIN_GAIN:.0%}, not worth its risks"
+                f"{situation.min_gain:.0%}, not worth its risks"
             )
             chosen = serial
 
@@ -178,7 +181,7 @@ def _cannot_win(situation: Situation, backend: str, serial_seconds: float) -> bo
             starts.append(calibration.process_start_seconds("fork", 2))
         parent = n * (profile.pickle_seconds_in + profile.pickle_seconds_out) / 2
         bound = min(starts) + max(work / limits.cpus, parent)
-    return bound > (1 - MIN_GAIN) * serial_seconds
+    return bound > (1 - situation.min_gain) * serial_seconds
 
 
 def max_threads(limits: WorkerLimits) -> int:

@@ -131,6 +131,18 @@ def test_internally_threaded_work_gains_nothing_from_processes() -> None:
     assert plan.backend == "serial"
 
 
+def test_a_larger_required_gain_keeps_a_modest_parallel_plan_serial() -> None:
+    # 80 calls of 5 ms beside a thread: loky workers would save about a quarter. A plan made from
+    # a serial run's record asks for a third (1.5x), since one run's timing is noisy.
+    usual = choose(situation(profile(0.005), 80, fork_safe=False))
+    assert usual.backend == "processes" and 1.2 < usual.estimated_speedup < 1.5
+    wary = choose(situation(profile(0.005), 80, fork_safe=False, min_gain=1 / 3))
+    assert wary.backend == "serial"
+    assert "would save under 33%" in wary.reason
+    clear = choose(situation(profile(0.005), 200, fork_safe=False, min_gain=1 / 3))
+    assert clear.backend == "processes" and clear.estimated_speedup >= 1.5
+
+
 def test_large_inputs_with_little_work_stay_serial() -> None:
     mb = 1 << 20
     prof = profile(2e-4, bytes_in_per_item=mb, pickle_seconds_in=1e-3)
