@@ -448,48 +448,56 @@ def _decide(
     identity: tuple[str, str],
     source: str = "sampled",
 ) -> Plan:
-    """The model's plan, weighed again with what a fresh worker pays to load the function when
-    the plan starts fresh interpreters and no run has shown what they cost.
+    """The model's plan; one that starts fresh interpreters is weighed again with what they pay
+    before their first call (_fresh_worker_startup), and must save at least that much.
 
-    A run's record shows it only when that run started them: one that ran serially, or forked,
-    does not. Planned from such a record without the load, the retraining flow's featurizing
-    stage went to loky workers estimated 1.75x and achieved 0.59x (they took 1.75 s to start and
-    import scikit-learn), its record sent the next run back to serial, and so on: every other
-    night was slow.
+    A start-up of a second or more, paid for a small gain, is only as good as the estimate of
+    the calls: from 11 calls timed at 3.5 ms on a slow stretch (1.9 to 2.7 ms in later runs), the
+    retraining flow's featurize_train went to loky workers (1.5 s to start and import
+    scikit-learn) at an estimated 1.14x and achieved 0.59x. Saving at least its start-up, a plan
+    on two workers still wins with calls half as costly as measured.
     """
     made = choose(situation, constraints, function=identity, source=source)
-    observed = situation.observed_startup
-    shown = observed is not None and observed[0] == "loky"
-    if made.start_method == "loky" and situation.calibration is not None and not shown:
-        made = _with_fresh_worker_cost(func, situation, constraints, identity, made, source)
-    return made
-
-
-def _with_fresh_worker_cost(
-    func: Callable[[Any], Any],
-    situation: Situation,
-    constraints: Constraints,
-    identity: tuple[str, str],
-    made: Plan,
-    source: str,
-) -> Plan:
-    """Plan again knowing what a fresh worker pays to load the function: its code and imports
-    (measured once), and the arguments bound to it (through the pipe, as the calibration moves
-    bytes)."""
-    calibration = situation.calibration
-    assert calibration is not None
-    loaded = fresh_load_seconds(func)
-    if loaded is None:
+    if made.start_method != "loky" or situation.calibration is None:
         return made
-    bound = situation.profile.function_bytes / calibration.pipe_bytes_per_second
-    startup = calibration.process_start_seconds("loky", made.n_jobs) + loaded + bound
-    log.info("amorsize: %s: a fresh worker takes %.3fs to load it", identity[0], loaded)
+    startup = _fresh_worker_startup(func, situation, made.n_jobs, identity[0])
+    if startup is None:
+        return made
+    min_gain = situation.min_gain
+    if made.serial_seconds > 0:
+        min_gain = max(min_gain, startup / made.serial_seconds)
     return choose(
-        replace(situation, observed_startup=("loky", startup)),
+        replace(situation, observed_startup=("loky", startup), min_gain=min_gain),
         constraints,
         function=identity,
         source=source,
     )
+
+
+def _fresh_worker_startup(
+    func: Callable[[Any], Any], situation: Situation, n_jobs: int, name: str
+) -> float | None:
+    """Seconds fresh interpreters take before their first call: what a previous run of them
+    showed, or else the calibrated start, the function's load (its code and imports, measured
+    once) and its bound arguments (through the pipe, at the calibrated rate). None when the load
+    cannot be measured.
+
+    A run's record shows the start-up only when that run started them: one that ran serially,
+    or forked, does not. Planned from such a record without the load, featurize_train went to
+    loky workers estimated 1.75x and achieved 0.59x (1.75 s to start and import scikit-learn),
+    its record sent the next run back to serial, and so on: every other night was slow.
+    """
+    observed = situation.observed_startup
+    if observed is not None and observed[0] == "loky":
+        return observed[1]
+    calibration = situation.calibration
+    assert calibration is not None
+    loaded = fresh_load_seconds(func)
+    if loaded is None:
+        return None
+    log.info("amorsize: %s: a fresh worker takes %.3fs to load it", name, loaded)
+    bound = situation.profile.function_bytes / calibration.pipe_bytes_per_second
+    return calibration.process_start_seconds("loky", n_jobs) + loaded + bound
 
 
 def _fit_to_limits(plan: Plan, limits: WorkerLimits) -> Plan:

@@ -15,3 +15,11 @@ time.sleep(IMPORT_SECONDS)
 
 def busy_after_slow_import(seconds: float) -> float:
     return busy(seconds)
+
+
+def spin_after_slow_import(seconds: float) -> float:
+    """Hold a CPU for ``seconds`` of wall time, however fast the host runs today."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        pass
+    return seconds

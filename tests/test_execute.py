@@ -361,6 +361,25 @@ def test_a_record_of_a_serial_run_does_not_hide_what_fresh_workers_pay() -> None
     assert later.backend == "serial", later.reason
 
 
+def test_a_plan_that_starts_fresh_interpreters_must_save_their_start_up() -> None:
+    # 1000 calls of 4 ms beside a thread: two loky workers, which first import a module that
+    # takes 1 s, would save a little (4 s serial, about 3.2 s for them), less than what they pay
+    # before their first call: a plan that depends on the calls being as costly as sampled.
+    from tests.slow_import import spin_after_slow_import
+
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        plan = amz.optimize(spin_after_slow_import, [0.004] * 1000)
+    finally:
+        stop.set()
+        helper.join()
+    assert plan.backend == "serial", plan.reason
+    required = re.search(r"would save under (\d+)%", plan.reason)
+    assert required is not None and int(required[1]) > 20, plan.reason
+
+
 def test_history_of_another_function_is_not_trusted() -> None:
     record = amz.run(square, range(100)).record
     run = amz.run(busy, [0.0001] * 100, history=record)
