@@ -154,7 +154,7 @@ def test_a_result_that_does_not_pickle_is_named() -> None:
 
 
 def test_one_pause_does_not_make_cheap_calls_look_costly() -> None:
-    # Cheap calls are timed 64 at a time; a batch that stalled once (20 ms here; a collection of
+    # Cheap calls are timed in batches (64, then twice the last); a batch that stalled once (20 ms here; a collection of
     # the caller's heap in life) is left out of the mean instead of adding 13 µs to every call.
     dry = sample(pause_at, range(1_000_000), parallelism=(2, 64))
     assert dry.n_items_lower_bound > 500 and 500 in dry.results  # the stalled item was sampled
