@@ -27,6 +27,10 @@ FIXED_FACTOR, FIXED_SLACK_SECONDS = 1.15, 0.020
 PEER_FACTOR = 1.05
 ESTIMATE_TOLERANCE = 0.25
 ESTIMATE_MIN_LOOP_SECONDS = 0.5
+# The host's noise is read from the loop's runs once there are this many. Where the loop's upper
+# quartile exceeds its lower one by more than the peer bar's margin, that bar cannot be told from
+# noise (a run at 2cff91f, beside a busy neighbour: 1.06 to 1.60 by shape).
+NOISE_MIN_RUNS = 4
 
 LOOP, EXECUTE = "loop", "execute"
 PEER_LABELS = {
@@ -317,10 +321,39 @@ def _facts_lines(facts: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def noise_lines(summaries: list[Summary]) -> list[str]:
+    """How much the host's speed moved during the run, read from the loop: the same serial work
+    in every run, so its spread is the host's, not a configuration's."""
+    spreads = []
+    for summary in summaries:
+        loop = summary.runs.get(LOOP)
+        if loop is None or len(loop.seconds) < NOISE_MIN_RUNS:
+            continue
+        lower, _, upper = statistics.quantiles(loop.seconds, n=4)
+        spreads.append((upper / lower, summary.shape.name))
+    if not spreads:
+        return []
+    (least, calm), (most, noisy) = min(spreads), max(spreads)
+    margin = f"{PEER_FACTOR - 1:.0%}"
+    verdict = (
+        f"wider than the peer bar's {margin} on some shapes, whose verdicts may be noise: compare "
+        f"with a quieter run"
+        if most > PEER_FACTOR
+        else f"within the peer bar's {margin}"
+    )
+    spread = (
+        f"{most:.2f}x ({noisy})"
+        if len(spreads) == 1
+        else f"{least:.2f}x ({calm}) to {most:.2f}x ({noisy})"
+    )
+    return [f"- Host noise: the loop's upper quartile was {spread} its lower quartile; {verdict}."]
+
+
 def console(summaries: list[Summary], facts: Mapping[str, Any]) -> str:
     """What the benchmark prints: facts, the summary, execute's plans and where the bar fails."""
     parts = [
         *_facts_lines(facts),
+        *noise_lines(summaries),
         "",
         *summary_table(summaries),
         "",
@@ -348,6 +381,7 @@ def markdown(
         f"{ESTIMATE_MIN_LOOP_SECONDS} s.",
         "",
         *_facts_lines(facts),
+        *noise_lines(summaries),
         "",
         "## Summary",
         "",
