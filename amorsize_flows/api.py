@@ -314,11 +314,17 @@ def _prepare(
         return _Prepared(plan, limits, [], iter(items), n_items, None, 0.0)
     constraints = Constraints(options.backend, options.n_jobs, options.chunksize)
     fork_safe = fork_is_safe()
+    processes_possible = not limits.daemonic and limits.cpus > 1
     iterator: Iterable[Any] = items
     if options.history is not None:
-        usable, why, iterator = _usable_history(options.history, identity, items)
-        if usable:
-            profile = Profile.from_dict(options.history.profile)
+        profile, why, iterator = _usable_history(
+            options.history,
+            identity,
+            items,
+            processes_possible=processes_possible,
+            fork_possible=fork_safe,
+        )
+        if profile is not None:
             n_items = _length(items)
             situation = Situation(
                 profile,
@@ -345,7 +351,8 @@ def _prepare(
         iterator,
         sample_size=options.sample_size,
         parallelism=parallelism,
-        processes_possible=not limits.daemonic and limits.cpus > 1,
+        processes_possible=processes_possible,
+        fork_possible=fork_safe,
         memory_bytes=limits.memory_bytes,
     )
     done = len(dry.results)
@@ -521,16 +528,27 @@ def _fit_to_limits(plan: Plan, limits: WorkerLimits) -> Plan:
 
 
 def _usable_history(
-    record: RunRecord, identity: tuple[str, str], items: Iterable[Any]
-) -> tuple[bool, str, Iterable[Any]]:
-    """Whether a previous run's record still describes this map, why, and the items (re-chained)."""
+    record: RunRecord,
+    identity: tuple[str, str],
+    items: Iterable[Any],
+    *,
+    processes_possible: bool,
+    fork_possible: bool,
+) -> tuple[Profile | None, str, Iterable[Any]]:
+    """The profile of a previous run's record if it still describes this map (else None), why,
+    and the items (re-chained)."""
     if record.function_digest != identity[1] or not record.profile:
-        return False, f"it measured {record.function or 'another function'} or older code", items
+        return None, f"it measured {record.function or 'another function'} or older code", items
+    profile = Profile.from_dict(record.profile)
+    if profile.lacks_gil_share(processes_possible=processes_possible, fork_possible=fork_possible):
+        # Recorded where processes could fork, or before the probe ran in this case; sampled
+        # once, the next record carries the share.
+        return None, "it did not measure whether the calls hold the GIL, as threads need", items
     iterator = iter(items)
     try:
         first = next(iterator)
     except StopIteration:
-        return True, "no items", []
+        return profile, "no items", []
     rechained: Iterable[Any] = items if isinstance(items, Sized) else _prepend(first, iterator)
     recorded = float(record.profile.get("bytes_in_per_item", 0.0))
     try:
@@ -542,9 +560,9 @@ def _usable_history(
         and size > 0
         and not (1 / HISTORY_SIZE_TOLERANCE <= size / recorded <= HISTORY_SIZE_TOLERANCE)
     ):
-        return False, f"items are {size / recorded:.1f}x the size it measured", rechained
+        return None, f"items are {size / recorded:.1f}x the size it measured", rechained
     return (
-        True,
+        profile,
         f"starting from the run of {record.finished_at} ({record.n_items} items)",
         rechained,
     )

@@ -34,6 +34,7 @@ from tests.workloads import (
     die_on,
     fail_on,
     frozen_objects,
+    hash_blob,
     model_was_warm,
     pid_of,
     raise_unpicklable,
@@ -397,6 +398,28 @@ def test_a_plan_that_starts_fresh_interpreters_must_save_their_start_up() -> Non
     assert plan.backend == "serial", plan.reason
     required = re.search(r"would save under (\d+)%", plan.reason)
     assert required is not None and int(required[1]) > 20, plan.reason
+
+
+def test_beside_a_thread_gil_free_calls_run_on_threads_once_a_record_lacks_the_gil_share() -> None:
+    # A record made where processes could fork has no GIL share: threads gained nothing there.
+    # Beside a thread, processes would be fresh interpreters; the record does not say whether
+    # threads could beat them, so the map samples again, and hashing runs on threads. Calls of
+    # about 13 ms: two threads of calls as short as 1.4 ms shared one CPU here, as if they held
+    # the GIL, before the scheduler spread them.
+    items = [20] * 60
+    recorded = amz.run(hash_blob, items).record.to_dict()
+    # As a process with no other thread alive records it (this session may have some).
+    recorded["profile"] = {**recorded["profile"], "gil_share": None}
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        later = amz.optimize(hash_blob, items, history=recorded)
+    finally:
+        stop.set()
+        helper.join()
+    assert later.source == "sampled"
+    assert later.backend == "threads", later.reason
 
 
 def test_history_of_another_function_is_not_trusted() -> None:

@@ -17,7 +17,7 @@ from amorsize_flows.profile import (
     function_identity,
     sample,
 )
-from tests.workloads import append_to, busy, lock_on, pause_at, sleepy, square
+from tests.workloads import append_to, busy, hash_blob, lock_on, pause_at, sleepy, square
 
 
 def test_results_are_kept_and_rest_continues_in_order() -> None:
@@ -201,6 +201,21 @@ def test_gil_probe_tells_python_from_native_code() -> None:
     native = [sample(digest, [b"x" * (4 << 20)] * 40, sample_size=5).profile for _ in range(3)]
     # Pickling 4 MB costs more than hashing it: the probe runs even where processes could.
     assert min(p.gil_share for p in native if p.gil_share is not None) < 0.5
+
+
+def test_gil_probe_runs_where_processes_would_start_fresh_interpreters() -> None:
+    # Busy GIL-free calls with tiny inputs and results: where processes fork, threads gain
+    # nothing over them, and the probe is not worth its calls; where they would start fresh
+    # interpreters (the caller runs threads), threads could beat them, if the calls overlap.
+    # Calls of about 13 ms: two threads of 1.4 ms calls shared one CPU here before the scheduler
+    # spread them, as if they held the GIL.
+    items = [20] * 30
+    forked = sample(hash_blob, items, sample_size=3).profile
+    assert forked.gil_share is None
+    # Other processes on a busy machine can hide the overlap in one dry run; not in all three.
+    fresh = [sample(hash_blob, items, sample_size=3, fork_possible=False).profile for _ in range(3)]
+    assert all(p.gil_share is not None for p in fresh)
+    assert min(p.gil_share for p in fresh if p.gil_share is not None) < 0.5
 
 
 def test_gil_probe_runs_batches_of_short_calls() -> None:

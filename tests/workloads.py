@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import threading
 import time
@@ -49,6 +50,17 @@ def record_collecting_at(x: int, at: int = 5_000) -> dict[str, int]:
     if x == at:
         gc.collect()
     return {"x": x}
+
+
+_BLOB = bytes(range(256)) * 4096  # 1 MiB
+
+
+def hash_blob(rounds: int) -> int:
+    """Hash a 1 MiB blob ``rounds`` times: busy and GIL-free (hashlib releases the GIL for large
+    buffers), with an int in and an int out, so pickling costs next to nothing."""
+    for _ in range(rounds):
+        digest = hashlib.sha256(_BLOB).digest()
+    return rounds * digest[0]
 
 
 def sleepy(seconds: float) -> float:
