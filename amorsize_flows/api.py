@@ -24,7 +24,7 @@ from .errors import MapCancelledError
 from .limits import WorkerLimits, detect, parse_memory
 from .model import MIN_GAIN, Constraints, Situation, choose, duration_text, max_threads
 from .plan import BACKENDS, Plan, RunRecord
-from .profile import Profile, Sample, function_identity, sample
+from .profile import INTERNAL_THREADS_RATIO, Profile, Sample, function_identity, sample
 from .runner import Replanner, RunStats, fork_is_safe, run_plan
 from .trend import Batch, RisingBatches
 from .worker_start import fresh_load_seconds
@@ -63,6 +63,10 @@ DOUBT_SHARE = 0.05
 # such a record a parallel plan must be estimated this much faster (a record of workers that ran
 # is evidence of them, and needs no more than MIN_GAIN).
 SWITCH_FROM_SERIAL_SPEEDUP = 1.5
+# Calls on the CPU for at least this share of their time are timed, in a threads map, by their
+# thread's CPU clock (_serial_cost_per_call). Calls that mostly wait leave the CPUs to the other
+# threads, and a few microseconds of CPU, scaled up by a small share, would be noise.
+BUSY_CALL_SHARE = 0.5
 # A batch shorter than this cannot show work worth a pool (none starts that fast), and its clock
 # readings are mostly the batch's own bookkeeping.
 REPLAN_MIN_SECONDS = 1e-3
@@ -790,14 +794,37 @@ def _may_run_own_threads(profile: Profile | None) -> bool:
     return profile is None or profile.runs_own_threads
 
 
+def _serial_cost_per_call(
+    plan: Plan, profile: Profile | None, stats: RunStats
+) -> tuple[float, float]:
+    """Wall and CPU seconds of a call in this map, as a serial run would pay them.
+
+    A thread's chunks are timed on the wall clock, which runs on while the thread waits for a CPU
+    or for the GIL the other threads hold: the retraining flow's cv_score, on 3 threads of 2 CPUs,
+    read 0.39 s a call where a serial run took 0.19, and its record planned the next run on more
+    threads still. A thread's own CPU clock stops meanwhile; divided by the share of a call's
+    wall time the dry run saw on the CPU, it is the call's cost on its own CPU (0.21 to 0.28 s
+    there: calls side by side still slow each other). Only for busy calls (BUSY_CALL_SHARE) that
+    run no threads of their own (BLAS), whose CPU the calling thread's clock does not see.
+    """
+    per_item = stats.compute_seconds / stats.items
+    cpu_per_item = stats.cpu_seconds / stats.items
+    if (
+        plan.backend == "threads"
+        and profile is not None
+        and BUSY_CALL_SHARE <= profile.cpu_ratio <= INTERNAL_THREADS_RATIO
+    ):
+        per_item = min(per_item, cpu_per_item / profile.cpu_ratio)
+    return per_item, cpu_per_item
+
+
 def _record(
     plan: Plan, prepared: _Prepared, stats: RunStats, wall: float, sampled: int
 ) -> RunRecord:
     profile = prepared.profile or (Profile.from_dict(plan.profile) if plan.profile else None)
     n_items = sampled + stats.items
     if stats.items:
-        per_item = stats.compute_seconds / stats.items
-        cpu_per_item = stats.cpu_seconds / stats.items
+        per_item, cpu_per_item = _serial_cost_per_call(plan, profile, stats)
     elif profile is not None:
         per_item, cpu_per_item = profile.seconds_per_item, profile.cpu_seconds_per_item
     else:

@@ -422,6 +422,16 @@ def test_beside_a_thread_gil_free_calls_run_on_threads_once_a_record_lacks_the_g
     assert later.backend == "threads", later.reason
 
 
+def test_a_threads_map_records_what_a_call_costs_not_what_it_waited() -> None:
+    # Four threads of pure Python take turns on the GIL: each call's wall clock runs about four
+    # times its work. The record keeps the work, so that the next run is not planned (and its
+    # speedup claimed) from calls four times costlier than they are.
+    outcome = amz.run(busy, [0.002] * 200, backend="threads", n_jobs=4)
+    assert outcome.plan.backend == "threads" and outcome.plan.n_jobs == 4
+    assert outcome.record.seconds_per_item < 0.002 * 2, outcome.record.seconds_per_item
+    assert outcome.record.achieved_speedup < 1.5, outcome.record.achieved_speedup
+
+
 def test_history_of_another_function_is_not_trusted() -> None:
     record = amz.run(square, range(100)).record
     run = amz.run(busy, [0.0001] * 100, history=record)
