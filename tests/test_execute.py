@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import itertools
@@ -15,7 +16,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -67,6 +68,19 @@ def _children() -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             pass
     return workers
+
+
+@contextlib.contextmanager
+def _beside_a_thread() -> Iterator[None]:
+    """Keep a second thread alive, as Prefect's engine does: forking is then unsafe."""
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        helper.join()
 
 
 def _wait_for_no_children(timeout: float = 10.0) -> list[psutil.Process]:
@@ -208,19 +222,13 @@ def test_forked_workers_inherit_the_warm_state_of_the_dry_run() -> None:
 
 
 def test_a_threaded_caller_gets_fresh_interpreter_workers() -> None:
-    stop = threading.Event()
-    helper = threading.Thread(target=stop.wait)
-    helper.start()
-    try:
+    with _beside_a_thread():
         plan = amz.optimize(busy, [0.005] * 400, backend="processes")
         assert plan.start_method == "loky"
         pids = amz.execute(
             pid_of, range(20), plan=amz.Plan.fixed("processes", 2, 1, start_method="fork")
         )
         assert os.getpid() not in pids  # the fork request was turned into loky workers, safely
-    finally:
-        stop.set()
-        helper.join()
 
 
 def test_progress_callable_reaches_the_total() -> None:
@@ -367,16 +375,10 @@ def test_a_record_of_a_serial_run_does_not_hide_what_fresh_workers_pay() -> None
     from tests.slow_import import busy_after_slow_import
 
     items = [0.004] * 300
-    stop = threading.Event()
-    helper = threading.Thread(target=stop.wait)
-    helper.start()
-    try:
+    with _beside_a_thread():
         first = amz.run(busy_after_slow_import, items)
         assert first.plan.backend == "serial", first.plan.reason
         later = amz.optimize(busy_after_slow_import, items, history=first.record)
-    finally:
-        stop.set()
-        helper.join()
     assert later.source == "history"
     assert later.backend == "serial", later.reason
 
@@ -387,14 +389,8 @@ def test_a_plan_that_starts_fresh_interpreters_must_save_their_start_up() -> Non
     # before their first call: a plan that depends on the calls being as costly as sampled.
     from tests.slow_import import spin_after_slow_import
 
-    stop = threading.Event()
-    helper = threading.Thread(target=stop.wait)
-    helper.start()
-    try:
+    with _beside_a_thread():
         plan = amz.optimize(spin_after_slow_import, [0.004] * 1000)
-    finally:
-        stop.set()
-        helper.join()
     assert plan.backend == "serial", plan.reason
     required = re.search(r"would save under (\d+)%", plan.reason)
     assert required is not None and int(required[1]) > 20, plan.reason
@@ -410,14 +406,8 @@ def test_beside_a_thread_gil_free_calls_run_on_threads_once_a_record_lacks_the_g
     recorded = amz.run(hash_blob, items).record.to_dict()
     # As a process with no other thread alive records it (this session may have some).
     recorded["profile"] = {**recorded["profile"], "gil_share": None}
-    stop = threading.Event()
-    helper = threading.Thread(target=stop.wait)
-    helper.start()
-    try:
+    with _beside_a_thread():
         later = amz.optimize(hash_blob, items, history=recorded)
-    finally:
-        stop.set()
-        helper.join()
     assert later.source == "sampled"
     assert later.backend == "threads", later.reason
 
