@@ -400,8 +400,8 @@ def test_beside_a_thread_gil_free_calls_run_on_threads_once_a_record_lacks_the_g
     # A record made where processes could fork has no GIL share: threads gained nothing there.
     # Beside a thread, processes would be fresh interpreters; the record does not say whether
     # threads could beat them, so the map samples again, and hashing runs on threads. Calls of
-    # about 13 ms: two threads of calls as short as 1.4 ms shared one CPU here, as if they held
-    # the GIL, before the scheduler spread them.
+    # about 13 ms: just after a forking map, while its workers exit, two threads of 1.4 ms calls
+    # ran one after the other here, as if they held the GIL.
     items = [20] * 60
     recorded = amz.run(hash_blob, items).record.to_dict()
     # As a process with no other thread alive records it (this session may have some).

@@ -207,8 +207,8 @@ def test_gil_probe_runs_where_processes_would_start_fresh_interpreters() -> None
     # Busy GIL-free calls with tiny inputs and results: where processes fork, threads gain
     # nothing over them, and the probe is not worth its calls; where they would start fresh
     # interpreters (the caller runs threads), threads could beat them, if the calls overlap.
-    # Calls of about 13 ms: two threads of 1.4 ms calls shared one CPU here before the scheduler
-    # spread them, as if they held the GIL.
+    # Calls of about 13 ms: just after a forking map (an earlier test's), while its workers exit,
+    # two threads of 1.4 ms calls ran one after the other here, as if they held the GIL.
     items = [20] * 30
     forked = sample(hash_blob, items, sample_size=3).profile
     assert forked.gil_share is None
