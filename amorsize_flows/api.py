@@ -24,7 +24,7 @@ from .errors import MapCancelledError
 from .limits import WorkerLimits, detect, parse_memory
 from .model import MIN_GAIN, Constraints, Situation, choose, duration_text, max_threads
 from .plan import BACKENDS, Plan, RunRecord
-from .profile import INTERNAL_THREADS_RATIO, Profile, Sample, function_identity, sample
+from .profile import Profile, Sample, function_identity, sample
 from .runner import Replanner, RunStats, fork_is_safe, run_plan
 from .trend import Batch, RisingBatches
 from .worker_start import fresh_load_seconds
@@ -63,10 +63,6 @@ DOUBT_SHARE = 0.05
 # such a record a parallel plan must be estimated this much faster (a record of workers that ran
 # is evidence of them, and needs no more than MIN_GAIN).
 SWITCH_FROM_SERIAL_SPEEDUP = 1.5
-# Calls on the CPU for at least this share of their time are timed, in a threads map, by their
-# thread's CPU clock (_serial_cost_per_call). Calls that mostly wait leave the CPUs to the other
-# threads, and a few microseconds of CPU, scaled up by a small share, would be noise.
-BUSY_CALL_SHARE = 0.5
 # A batch shorter than this cannot show work worth a pool (none starts that fast), and its clock
 # readings are mostly the batch's own bookkeeping.
 REPLAN_MIN_SECONDS = 1e-3
@@ -804,15 +800,18 @@ def _serial_cost_per_call(
     read 0.39 s a call where a serial run took 0.19, and its record planned the next run on more
     threads still. A thread's own CPU clock stops meanwhile; divided by the share of a call's
     wall time the dry run saw on the CPU, it is the call's cost on its own CPU (0.21 to 0.28 s
-    there: calls side by side still slow each other). Only for busy calls (BUSY_CALL_SHARE) that
-    run no threads of their own (BLAS), whose CPU the calling thread's clock does not see.
+    there: calls side by side still slow each other). Only for busy calls: calls that mostly wait
+    leave the CPUs to the other threads, and their few microseconds of CPU, scaled up by a small
+    share, would be noise. Nor for calls that run threads of their own (BLAS), whose CPU the
+    calling thread's clock does not see.
     """
     per_item = stats.compute_seconds / stats.items
     cpu_per_item = stats.cpu_seconds / stats.items
     if (
         plan.backend == "threads"
         and profile is not None
-        and BUSY_CALL_SHARE <= profile.cpu_ratio <= INTERNAL_THREADS_RATIO
+        and profile.busy
+        and not profile.runs_own_threads
     ):
         per_item = min(per_item, cpu_per_item / profile.cpu_ratio)
     return per_item, cpu_per_item

@@ -178,6 +178,11 @@ class Profile:
         )
 
     @property
+    def busy(self) -> bool:
+        """Whether a call spends most of its time on the CPU rather than waiting (GIL_PROBE_RATIO)."""
+        return self.cpu_ratio >= GIL_PROBE_RATIO
+
+    @property
     def runs_own_threads(self) -> bool:
         """Whether a call keeps more than one CPU busy: threads of its own (BLAS, OpenMP)."""
         return self.cpu_ratio > INTERNAL_THREADS_RATIO
