@@ -81,6 +81,12 @@ GIL_PROBE_PICKLE_SHARE = 0.1
 THREAD_CLOCK_PRECISE = time.get_clock_info("thread_time").resolution <= 1e-6
 # Below this share, calls overlapped: a second pair must agree before threads are trusted.
 GIL_RELEASED_SHARE = 0.5
+# A pair whose threads waited this share of their time for a CPU (runnable, none free: Linux's
+# schedstat) found the CPUs crowded by other processes, and is tried again, up to this many pairs
+# in all. Just after a forking map, while its workers exited, two threads of GIL-free 1.4 ms
+# calls took turns as if they held the GIL, in the first three probes of ten.
+GIL_PROBE_CROWDED_SHARE = 0.1
+GIL_PROBE_MAX_PAIRS = 4
 # Calls cheaper than this are timed a batch at a time once the first few were timed alone: two
 # clock readings around each would cost more than the call and double the dry run's cost. Each
 # batch is twice the last, so that the dry run's share of the map's time goes into calls, whose
@@ -361,10 +367,10 @@ def sample(
         # Believing in overlap wrongly would put pure Python on threads, so a second pair must
         # confirm it.
         per_thread = max(1, math.ceil(GIL_PROBE_SECONDS / meter.mean))
-        for _ in range(2):
+        for _ in range(GIL_PROBE_MAX_PAIRS):
             unrun = meter.call_pair(list(itertools.islice(iterator, 2 * per_thread)))
             iterator = itertools.chain(unrun, iterator)
-            if meter.gil_share is None or meter.gil_share >= GIL_RELEASED_SHARE:
+            if meter.gil_probe_done():
                 break
     if n_items is not None and meter.calls >= n_items:
         n_items = meter.calls
@@ -390,7 +396,7 @@ class _Meter:
         self.batches: list[tuple[float, int]] = []  # (seconds, calls) of cheap calls timed together
         self._batched_mean = 0.0  # of the batches, pauses left out; updated as each one ends
         self.single_thread: list[float] = []
-        self.gil_share: float | None = None
+        self.gil_readings: list[tuple[float, bool]] = []  # (share, crowded) of each pair
         self.cpu_steady = self.wall_steady = 0.0
         # Per item, from the probed inputs and results pickled as lists (measure_pickling).
         self.bytes_in = self.bytes_out = self.pickle_in = self.pickle_out = 0.0
@@ -408,6 +414,28 @@ class _Meter:
     @property
     def calls(self) -> int:
         return len(self.results)
+
+    @property
+    def gil_share(self) -> float | None:
+        """The highest share the probe read, leaving out pairs that found the CPUs crowded
+        unless every pair did: a crowded pair reads too high, never too low."""
+        if not self.gil_readings:
+            return None
+        clear = [share for share, crowded in self.gil_readings if not crowded]
+        return max(clear or [share for share, _ in self.gil_readings])
+
+    def gil_probe_done(self) -> bool:
+        """Whether the GIL probe has its answer: calls overlapped in two pairs, or took turns in
+        a pair that had free CPUs. A pair that found them crowded is tried again."""
+        if not self.gil_readings:
+            return True  # too few items left for a pair
+        share, crowded = self.gil_readings[-1]
+        if crowded:
+            return False
+        if share >= GIL_RELEASED_SHARE:
+            return True
+        overlapped = [s for s, c in self.gil_readings if not c and s < GIL_RELEASED_SHARE]
+        return len(overlapped) >= 2
 
     @property
     def mean(self) -> float:
@@ -512,13 +540,15 @@ class _Meter:
         deadline = [math.inf]
 
         cpu_seconds: list[float] = []  # of each thread: a thread waiting for the GIL uses none
+        queued_seconds: list[float] = []  # of each thread: runnable, but no CPU was free
 
-        def run() -> None:
+        def run(queued_before: float) -> None:
             started = time.thread_time()
             try:
                 take_and_call()
             finally:
                 cpu_seconds.append(time.thread_time() - started)
+                queued_seconds.append(_queued_seconds() - queued_before)
 
         def take_and_call() -> None:
             # next() on a count is atomic under the GIL, and a position taken is run: the items
@@ -540,9 +570,10 @@ class _Meter:
         # calls' time when they ran at the same time, all of it when they took turns on one GIL.
         # (Waiting on a barrier first would not do: a thread woken from it may wait for the GIL
         # longer than a whole call.)
-        other = threading.Thread(target=run)
+        # A new thread's count of waits for a CPU starts at zero: its wait to start counts too.
+        other = threading.Thread(target=run, args=(0.0,))
         other.start()
-        run()
+        run(_queued_seconds())
         other.join()
         span = time.perf_counter() - first_taken[0]
         if failures:
@@ -557,7 +588,10 @@ class _Meter:
         # and 3.0 after, read as a share of 0.36 for a function that holds the GIL throughout.
         serial_seconds = sum(cpu_seconds) if THREAD_CLOCK_PRECISE else ran * self.mean
         share = min(1.0, max(0.0, 2 * span / serial_seconds - 1.0)) if serial_seconds else 1.0
-        self.gil_share = share if self.gil_share is None else max(self.gil_share, share)
+        # Calls that release the GIL take turns all the same where the threads find no free CPU:
+        # other processes had them (the workers of a map just done, still exiting).
+        crowded = sum(queued_seconds) >= GIL_PROBE_CROWDED_SHARE * 2 * span
+        self.gil_readings.append((share, crowded))
         self.results.extend(results[:ran])
         return items[ran:]
 
@@ -678,6 +712,21 @@ def _resident_bytes() -> int:
         return int(psutil.Process().memory_info().rss)
     try:
         return int(os.read(descriptor, 256).split()[1]) * _PAGE_BYTES
+    finally:
+        os.close(descriptor)
+
+
+def _queued_seconds() -> float:
+    """Seconds this thread has been runnable while no CPU was free for it: the second field of
+    Linux's /proc/thread-self/schedstat, in nanoseconds. 0.0 where the kernel does not say."""
+    try:
+        descriptor = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+    except OSError:
+        return 0.0
+    try:
+        return int(os.read(descriptor, 128).split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
     finally:
         os.close(descriptor)
 

@@ -7,6 +7,8 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 _model: dict[str, int] | None = None
 
@@ -61,6 +63,18 @@ def hash_blob(rounds: int) -> int:
     for _ in range(rounds):
         digest = hashlib.sha256(_BLOB).digest()
     return rounds * digest[0]
+
+
+def on_cpus(item: tuple[frozenset[int], Callable[[Any], Any], Any]) -> Any:
+    """``func(arg)`` for an item ``(cpus, func, arg)``, with the calling thread on ``cpus`` for the
+    call: two threads moved to one CPU take turns, as if other processes held the others."""
+    cpus, func, arg = item
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        return func(arg)
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def sleepy(seconds: float) -> float:
