@@ -740,6 +740,16 @@ class MapIterator(Iterator[Any]):
             )
 
 
+class _ProgressBar(tqdm):
+    """tqdm's bar without its monitor thread, which outlives every bar: with another thread
+    alive, a process must not fork (fork_is_safe), so after one map with a progress bar every
+    later map in the process started fresh interpreters (a second or more each, with imports)
+    instead of forking workers. The monitor only adjusts bars updated rarely; ours update on
+    every chunk."""
+
+    monitor_interval = 0
+
+
 @contextlib.contextmanager
 def _progress_reporter(
     progress: Progress, total: int | None, initial: int
@@ -748,7 +758,7 @@ def _progress_reporter(
         yield None
         return
     if progress is True:
-        with tqdm(total=total, initial=initial, unit="item", desc="amorsize") as bar:
+        with _ProgressBar(total=total, initial=initial, unit="item", desc="amorsize") as bar:
             yield bar.update
         return
     done = initial

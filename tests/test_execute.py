@@ -260,7 +260,7 @@ def test_serial_plan_turns_parallel_when_later_items_cost_far_more() -> None:
     items = [2e-5] * 30 + [3e-3] * 200
     outcome = amz.run(busy_where, items)
     assert [seconds for seconds, _ in outcome.results] == items
-    assert outcome.plan.backend == "processes"
+    assert outcome.plan.backend == "processes", (outcome.plan.reason, outcome.plan.candidates[:3])
     assert outcome.plan.reason.startswith("Re-planned after")
     assert {pid for _, pid in outcome.results} - {os.getpid()}
     assert outcome.record.backend == "processes"
@@ -355,6 +355,14 @@ def test_process_workers_fork_from_a_frozen_heap_that_is_thawed_after() -> None:
 def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
     amz.execute(square, range(100), progress=True)
     assert "100/100" in capsys.readouterr().err
+
+
+def test_a_progress_bar_leaves_no_thread_that_would_stop_later_maps_forking() -> None:
+    # tqdm's monitor thread outlived its bars, and a process with another thread alive does not
+    # fork: every later map started fresh interpreters instead.
+    amz.execute(square, range(100), progress=True)
+    assert [thread.name for thread in threading.enumerate()] == ["MainThread"]
+    assert amz.run(busy, [0.005] * 200).plan.start_method == "fork"
 
 
 def test_second_run_starts_from_the_first_runs_record(tmp_path: Path) -> None:
