@@ -27,6 +27,8 @@ import cloudpickle
 import psutil
 from threadpoolctl import threadpool_limits
 
+from .gc_pauses import CollectionTime
+
 __all__ = ["Parallelism", "Profile", "Sample", "function_identity", "sample"]
 
 log = logging.getLogger(__name__)
@@ -94,11 +96,13 @@ GIL_PROBE_MAX_PAIRS = 4
 # process: three to four times what 64 calls of 0.1 µs take).
 CHEAP_CALL_SECONDS = 1e-5
 CHEAP_BATCH = 64
-# A batch this many times slower per call than the median batch was interrupted (a garbage
-# collection of the caller's heap, triggered by allocations made long before; a preemption), not
-# slowed by its own 64 calls, which average out their variation: left out of the mean. One such
-# 1 ms pause in a 0.4 ms dry run read a 0.12 µs call as 0.6 µs and sent 300k cheap calls to
+# A batch this many times slower per call than the median batch was interrupted (a preemption),
+# not slowed by its own 64 calls, which average out their variation: left out of the mean. One
+# such 1 ms pause in a 0.4 ms dry run read a 0.12 µs call as 0.6 µs and sent 300k cheap calls to
 # processes. Leaving out a real rare slow call errs toward serial, the safe side for cheap calls.
+# Garbage collections are left out of every timing (gc_pauses): with two or three batches, one
+# landing in the middle one is the median (100k dicts, after numpy's import: 0.5 µs calls read
+# as 7 µs, sent to processes at an estimated 1.80x, achieved 0.43x).
 PAUSED_BATCH_FACTOR = 4.0
 # Inputs and outputs pickled to measure their transfer cost: sizes vary less than durations.
 # They are pickled as one list, as a chunk travels: alone, a small item's pickling is mostly the
@@ -229,9 +233,10 @@ class Sample:
         measure the profile again (pickling and the GIL share stay as measured). Return how many
         ran: fewer when the items ran out, and then the item count is known."""
         ran = 0
-        for item in itertools.islice(self.rest, calls):
-            self._meter.call(item)
-            ran += 1
+        with self._meter.collections:
+            for item in itertools.islice(self.rest, calls):
+                self._meter.call(item)
+                ran += 1
         self._meter.close_stretch()
         if ran < calls and self.n_items is None:
             self.n_items = self.n_items_lower_bound = len(self.results)
@@ -335,17 +340,18 @@ def sample(
     n_items = len(items) if isinstance(items, Sized) else None
     iterator = iter(items)
     meter = _Meter(func, start_index)
-    while not _enough(meter, n_items, sample_size, parallelism):
-        cheap = meter.calls > PICKLE_PROBES and meter.mean < CHEAP_CALL_SECONDS
-        size = CHEAP_BATCH << len(meter.batches) if cheap and sample_size is None else 1
-        batch = list(itertools.islice(iterator, size))
-        if not batch:
-            n_items = meter.calls
-            break
-        if len(batch) == 1:
-            meter.call(batch[0])
-        else:
-            meter.call_batch(batch)
+    with meter.collections:
+        while not _enough(meter, n_items, sample_size, parallelism):
+            cheap = meter.calls > PICKLE_PROBES and meter.mean < CHEAP_CALL_SECONDS
+            size = CHEAP_BATCH << len(meter.batches) if cheap and sample_size is None else 1
+            batch = list(itertools.islice(iterator, size))
+            if not batch:
+                n_items = meter.calls
+                break
+            if len(batch) == 1:
+                meter.call(batch[0])
+            else:
+                meter.call_batch(batch)
     meter.close_stretch()
     meter.measure_pickling()
     if meter.cpu_ratio > INTERNAL_THREADS_RATIO:
@@ -396,6 +402,8 @@ class _Meter:
         self.batches: list[tuple[float, int]] = []  # (seconds, calls) of cheap calls timed together
         self._batched_mean = 0.0  # of the batches, pauses left out; updated as each one ends
         self.single_thread: list[float] = []
+        # Entered while calls are timed, which leave its pauses out (see gc_pauses).
+        self.collections = CollectionTime()
         self.gil_readings: list[tuple[float, bool]] = []  # (share, crowded) of each pair
         self.cpu_steady = self.wall_steady = 0.0
         # Per item, from the probed inputs and results pickled as lists (measure_pickling).
@@ -463,13 +471,13 @@ class _Meter:
         steady = self.calls > 0 and not single_thread
         if steady:
             self._open_stretch()
-        started = time.perf_counter()
+        started, collected = time.perf_counter(), self.collections.seconds
         try:
             result = self.func(item)
         except Exception as error:
             error.add_note(f"amorsize: raised by item {index} during the dry run")
             raise
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started - (self.collections.seconds - collected)
         if single_thread:
             self.single_thread.append(seconds)
         else:
@@ -504,14 +512,15 @@ class _Meter:
         first = self.start_index + self.calls
         self._open_stretch()
         remaining = iter(batch)
-        started = time.perf_counter()
+        started, collected = time.perf_counter(), self.collections.seconds
         try:
             results = list(map(self.func, remaining))
         except Exception as error:
             failed = first + len(batch) - operator.length_hint(remaining) - 1
             error.add_note(f"amorsize: raised by item {failed} during the dry run")
             raise
-        self.batches.append((time.perf_counter() - started, len(batch)))
+        paused = self.collections.seconds - collected
+        self.batches.append((time.perf_counter() - started - paused, len(batch)))
         self._batched_mean = _mean_of_unpaused(self.batches)
         self._read_stretch()
         self.results.extend(results)
