@@ -10,25 +10,32 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 import time
 
 __all__ = ["CollectionTime"]
 
 
 class CollectionTime(contextlib.AbstractContextManager["CollectionTime"]):
-    """Seconds the cyclic garbage collector ran while this was entered (gc.callbacks)."""
+    """Seconds the cyclic garbage collector ran, in the thread that entered this, while it was
+    entered (gc.callbacks). Other threads' collections (a Prefect engine's, beside a task) are
+    not this thread's pauses: calls that release the GIL run on meanwhile."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self._started = 0.0
+        self._thread = 0
 
     def _observe(self, phase: str, info: dict[str, int]) -> None:
+        if threading.get_ident() != self._thread:
+            return
         if phase == "start":
             self._started = time.perf_counter()
         else:
             self.seconds += time.perf_counter() - self._started
 
     def __enter__(self) -> CollectionTime:
+        self._thread = threading.get_ident()
         gc.callbacks.append(self._observe)
         return self
 

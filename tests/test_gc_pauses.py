@@ -1,0 +1,21 @@
+"""Timing the garbage collector's pauses of one thread."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+from amorsize_flows.gc_pauses import CollectionTime
+
+
+def test_counts_this_thread_s_collections_and_not_another_s() -> None:
+    ballast = [[] for _ in range(200_000)]  # a heap whose collection takes a while
+    with CollectionTime() as collections:
+        other = threading.Thread(target=gc.collect)
+        other.start()
+        other.join()
+        assert collections.seconds == 0.0
+        gc.collect()
+        assert collections.seconds > 0.0
+    assert collections._observe not in gc.callbacks
+    del ballast
