@@ -412,6 +412,7 @@ class _Meter:
         self.collections = CollectionTime()
         self.gil_readings: list[tuple[float, bool]] = []  # (share, crowded) of each pair
         self.cpu_steady = self.wall_steady = 0.0
+        self.usable_cpus = _usable_cpus()  # read once: the ratio is asked after every call
         # Per item, from the probed inputs and results pickled as lists (measure_pickling).
         self.bytes_in = self.bytes_out = self.pickle_in = self.pickle_out = 0.0
         self.probing = True  # until measure_pickling has pickled the items probed
@@ -471,7 +472,7 @@ class _Meter:
         if self.wall_steady < MIN_RATIO_SECONDS:
             return 1.0  # too short to tell: assume one busy thread, the common case
         ratio = self.cpu_steady / self.wall_steady
-        if ratio > CPU_CLOCK_SLACK * _usable_cpus():
+        if ratio > CPU_CLOCK_SLACK * self.usable_cpus:
             return 1.0  # impossible: assume one busy thread, as above
         return ratio
 
