@@ -8,6 +8,7 @@ take at best.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -89,10 +90,9 @@ THREAD_CLOCK_PRECISE = time.get_clock_info("thread_time").resolution <= 1e-6
 # Below this share, calls overlapped: a second pair must agree before threads are trusted.
 GIL_RELEASED_SHARE = 0.5
 # A pair whose threads waited this share of their time for a CPU (runnable, none free: Linux's
-# schedstat) found the CPUs crowded, and is tried again, up to this many pairs in all. Right after
-# a map, the probe's new thread often waited to start until the other's call was done: after a
-# forking map, 16 of 48 probes of GIL-free 1.4 ms calls read as holding the GIL; 8 with retries.
-# On a quiet host, pairs wait under 2% of their time.
+# schedstat) found the CPUs crowded, and is tried again, up to this many pairs in all: other
+# processes hold the CPUs. (Right after a map, Linux also ran both threads on one CPU; they are
+# now kept apart, see call_pair.) On a quiet host, pairs wait under 2% of their time.
 GIL_PROBE_CROWDED_SHARE = 0.1
 GIL_PROBE_MAX_PAIRS = 4
 # Calls cheaper than this are timed a batch at a time once the first few were timed alone: two
@@ -561,9 +561,12 @@ class _Meter:
         cpu_seconds: list[float] = []  # of each thread: a thread waiting for the GIL uses none
         queued_seconds: list[float] = []  # of each thread: runnable, but no CPU was free
 
-        def run(queued_before: float) -> None:
+        def run(queued_before: float, cpus: set[int] | None = None) -> None:
             started = time.thread_time()
             try:
+                if cpus:
+                    with contextlib.suppress(OSError):
+                        os.sched_setaffinity(0, cpus)  # the probe's own thread, gone after
                 take_and_call()
             finally:
                 cpu_seconds.append(time.thread_time() - started)
@@ -589,11 +592,19 @@ class _Meter:
         # calls' time when they ran at the same time, all of it when they took turns on one GIL.
         # (Waiting on a barrier first would not do: a thread woken from it may wait for the GIL
         # longer than a whole call.)
-        # A new thread's count of waits for a CPU starts at zero: its wait to start counts too.
-        other = threading.Thread(target=run, args=(0.0,))
-        other.start()
-        run(_queued_seconds())
-        other.join()
+        # A new thread's count of waits for a CPU starts at zero: its wait to start counts too,
+        # as does this thread's wait to go on once it has started the other.
+        # Left alone, Linux often ran both threads on one CPU, one after the other, for a dozen
+        # pairs after the process had slept or waited on a map's workers (a woken thread goes
+        # where its waker runs, and an idle CPU does not pull it at once): the two threads are
+        # kept on different CPUs while they run.
+        queued_before = _queued_seconds()
+        here, elsewhere = _cpus_apart()
+        with _this_thread_on(here):
+            other = threading.Thread(target=run, args=(0.0, elsewhere))
+            other.start()
+            run(queued_before)
+            other.join()
         span = time.perf_counter() - first_taken[0]
         if failures:
             position = min(failures)
@@ -741,6 +752,45 @@ def _usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def _cpus_apart() -> tuple[set[int] | None, set[int] | None]:
+    """The CPU this thread runs on now (Linux's /proc/thread-self/stat), and the others it may
+    run on; (None, None) where that is unknown or there is no other."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None, None
+    try:
+        descriptor = os.open("/proc/thread-self/stat", os.O_RDONLY)
+    except OSError:
+        return None, None
+    try:
+        # The fields after the command name, which may hold spaces; `processor` is the 39th.
+        current = int(os.read(descriptor, 1024).rsplit(b")", 1)[1].split()[36])
+    except (OSError, IndexError, ValueError):
+        return None, None
+    finally:
+        os.close(descriptor)
+    others = os.sched_getaffinity(0) - {current}
+    return ({current}, others) if others else (None, None)
+
+
+@contextlib.contextmanager
+def _this_thread_on(cpus: set[int] | None) -> Iterator[None]:
+    """Keep the calling thread on ``cpus`` (Linux applies affinity per thread), then give it
+    back the CPUs it had."""
+    if not cpus:
+        yield
+        return
+    allowed = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, cpus)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def _queued_seconds() -> float:
