@@ -235,9 +235,8 @@ def test_gil_probe_runs_where_processes_would_start_fresh_interpreters() -> None
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
 def test_gil_probe_tries_again_when_its_threads_found_no_free_cpu() -> None:
     # The probe's first pair of calls moves both its threads to one CPU, as when other processes
-    # hold the rest, or right after a map, when the probe's new thread often waited to start
-    # until the other's call was done: GIL-free calls take turns there, as if they held the GIL.
-    # The calls after it run on every CPU.
+    # hold the rest: GIL-free calls take turns there, as if they held the GIL. The calls after
+    # it run on every CPU.
     every = frozenset(os.sched_getaffinity(0))
     one = frozenset({min(every)})
 
