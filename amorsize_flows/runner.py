@@ -140,11 +140,11 @@ def run_plan(
         replan: for a serial plan, asked between batches whether the rest should run in
             parallel after all (calls turned out slower than the dry run measured).
         cap_loaded_pools: whether BLAS/OpenMP pools the caller has already loaded are capped
-            for the workers too (pools loaded later always are): in the caller during a threads
-            map, in the caller while workers fork (they inherit the cap, and their pools stay
-            asleep), in a fresh interpreter by itself. threadpoolctl scans the loaded libraries
-            to do it (about 1 ms), so False where the function was seen not to run threads of
-            its own.
+            in the caller during a threads map (pools loaded later always are). threadpoolctl
+            scans the loaded libraries to do it (about 1 ms), so False where the function was
+            seen not to run threads of its own. Process workers are always capped: in the
+            caller while they fork (they inherit the cap, and their pools stay asleep), or in a
+            fresh interpreter by itself.
 
     Raises:
         WorkerDiedError: a worker process died.
@@ -326,11 +326,12 @@ def _pooled(
         # A forked worker inherits the caller's pools as they are at the fork: capped there, they
         # stay asleep. Capped inside the worker, OpenBLAS re-creates its threads, and they spin
         # for ~0.1 s against the worker's first chunk. Fresh interpreters cap their own.
-        executor = _process_executor(
-            plan.n_jobs, start_method, func, inner_threads, cap_loaded_pools and not forks
-        )
+        # Whatever the dry run read (cap_loaded_pools): the scan costs a millisecond next to a
+        # worker start of 25 or more, and a CPU ratio too high to believe, read as one thread,
+        # once left two forked workers 2 BLAS threads each on 2 CPUs: 2.5 times the loop's time.
+        executor = _process_executor(plan.n_jobs, start_method, func, inner_threads, not forks)
         submit = _process_submitter(executor)
-        while_forking = _forking(cap_loaded_pools and forks, inner_threads)
+        while_forking = _forking(forks, inner_threads)
     pending: deque[tuple[int, int, Future[Any]]] = deque()
     window = plan.n_jobs * IN_FLIGHT_PER_WORKER
     finished = False
