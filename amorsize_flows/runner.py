@@ -326,10 +326,12 @@ def _pooled(
         # A forked worker inherits the caller's pools as they are at the fork: capped there, they
         # stay asleep. Capped inside the worker, OpenBLAS re-creates its threads, and they spin
         # for ~0.1 s against the worker's first chunk. Fresh interpreters cap their own.
-        # Whatever the dry run read (cap_loaded_pools): the scan costs a millisecond next to a
-        # worker start of 25 or more, and a CPU ratio too high to believe, read as one thread,
-        # left two forked workers two BLAS threads each on 2 CPUs: 120 numpy products took 1.2
-        # to 1.4 s, 0.3 s capped.
+        # Whatever the dry run read (cap_loaded_pools): from one steady call, 300x300 numpy
+        # products read as one busy thread in 2 fresh dry runs of 8 (the BLAS helper's CPU time
+        # had not reached the clock), and two forked workers then ran two BLAS threads each on
+        # 2 CPUs: 1.2 to 1.4 s for 120 products, 0.3 s capped. The price, where the caller has
+        # loaded OpenBLAS: capping wakes its pool, whose threads spin about 0.1 s of CPU while
+        # the workers start (3 to 7% of a 0.8 s pure-Python map, in fresh-process pairs).
         executor = _process_executor(plan.n_jobs, start_method, func, inner_threads, not forks)
         submit = _process_submitter(executor)
         while_forking = _forking(forks, inner_threads)

@@ -590,7 +590,7 @@ CAPPED_BLAS_SCRIPT = textwrap.dedent(
     np.ones((200, 200)) @ np.ones((200, 200))  # the caller's pool has started its threads
     before = [pool["num_threads"] for pool in threadpool_info()]
     plan = amz.Plan.fixed("processes", 2, 1, start_method="fork")
-    # As after a dry run that read one busy thread: a CPU ratio too high to believe reads so.
+    # As after a dry run that read one busy thread (a BLAS helper's CPU not yet on the clock).
     seen_one_thread = sys.argv[1] == "dry run read one thread"
     chunks = run_plan(plan, blas_after_a_product, iter(range(4)), cap_loaded_pools=not seen_one_thread)
     seen = [r for chunk in chunks for r in chunk if r[0] != os.getpid()]
@@ -605,9 +605,9 @@ CAPPED_BLAS_SCRIPT = textwrap.dedent(
 )
 @pytest.mark.parametrize("profile", ["none (a fixed plan)", "dry run read one thread"])
 def test_forked_workers_inherit_the_caller_s_pool_capped_and_asleep(profile: str) -> None:
-    # The caller's loaded pool is capped to each worker's share, whatever the dry run read: a
-    # CPU ratio too high to believe reads as one thread, and 120 BLAS products then ran on two
-    # workers of two BLAS threads each on 2 CPUs in 1.2 to 1.4 s, 0.3 s capped (loop: 0.36 s).
+    # The caller's loaded pool is capped to each worker's share, whatever the dry run read: from
+    # one steady call, numpy products can read as one busy thread, and 120 of them then ran on
+    # two workers of two BLAS threads each on 2 CPUs in 1.2 to 1.4 s, 0.3 s capped (loop 0.36).
     # Capped in the caller while loky forks, not in the worker, where OpenBLAS would re-create
     # its threads (they spin ~0.1 s against the first chunk): a worker then runs one thread,
     # its BLAS product included, and the caller's own pool is as it was.
