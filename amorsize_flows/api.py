@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from . import blas_pools
 from .calibrate import get_calibration
 from .errors import MapCancelledError
 from .limits import WorkerLimits, detect, parse_memory
@@ -346,6 +347,9 @@ def _prepare(
         )
 
     parallelism = (limits.cpus, max_threads(limits))
+    waited = blas_pools.settle()  # a forking map's restored BLAS pool must not be measured
+    if waited:
+        log.debug("amorsize: waited %.3fs for BLAS threads re-created after a fork", waited)
     dry = sample(
         func,
         iterator,

@@ -37,6 +37,7 @@ from loky.backend.context import get_context
 from loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 from threadpoolctl import threadpool_limits
 
+from . import blas_pools
 from .errors import MapCancelledError, WorkerDiedError
 from .gc_pauses import CollectionTime
 
@@ -319,7 +320,7 @@ def _pooled(
         executor: Executor = ThreadPoolExecutor(plan.n_jobs, thread_name_prefix="amorsize")
         submit = _thread_submitter(executor, func, cancel)
         if plan.n_jobs > 1 and cap_loaded_pools:
-            during_map = _caller_blas_limits(inner_threads)
+            during_map = blas_pools.capped(inner_threads)
     else:
         start_method = _start_method(plan)
         forks = start_method == "fork"
@@ -370,7 +371,7 @@ def _forking(cap_loaded_pools: bool, inner_threads: int) -> Iterator[None]:
         if not cap_loaded_pools:
             yield
             return
-        with _caller_blas_limits(inner_threads):
+        with blas_pools.capped(inner_threads, around_fork=True):
             yield
 
 
@@ -393,13 +394,6 @@ def _heap_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-@contextlib.contextmanager
-def _caller_blas_limits(inner_threads: int) -> Iterator[None]:
-    """Cap the caller's BLAS/OpenMP pools while threads share its CPUs, then restore them."""
-    with threadpool_limits(inner_threads):
-        yield
 
 
 def _chunks(items: Iterator[Any], size: int, start_index: int) -> Iterator[tuple[int, list[Any]]]:

@@ -21,8 +21,8 @@ os.environ.setdefault("AMORSIZE_CACHE_DIR", tempfile.mkdtemp(prefix="amorsize-te
 _ORCHESTRATOR_SUITES = ("airflow", "prefect")
 # Pools join their threads on shutdown; loky's manager thread can take a moment after that.
 THREAD_EXIT_GRACE_SECONDS = 2.0
-# A BLAS pool's threads spin 80 to 90 ms after a forking map restores its cap: a test waits,
-# at most this long, until the process's other threads leave the CPUs alone.
+# A BLAS pool's threads spin 80 to 90 ms after they last ran: a test waits, at most this long,
+# until the process's other threads leave the CPUs alone.
 QUIET_WAIT_SECONDS = 1.0
 QUIET_WINDOW_SECONDS = 0.02
 
@@ -52,11 +52,11 @@ def no_thread_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def _wait_for_other_threads_to_idle() -> None:
-    """Start each core test with the process's other threads idle. After a forking map, the
-    caller's OpenBLAS threads spin for 80 to 90 ms (restoring its cap re-creates them), and a dry
-    run in that window counts their CPU as the function's: one test in about eight read pure
-    Python as "2.0 CPUs' worth of its own threads". That is a known fault of the dry run, to be
-    fixed there; until then, it must not decide what an unrelated test measures."""
+    """Start each core test with the process's other threads idle. OpenBLAS threads busy-wait
+    for work 80 to 90 ms after they last ran, and a dry run in that window counts their CPU as
+    the function's. The package waits that out after its own forking maps (blas_pools.settle);
+    after a test's own numpy work it does not, and that must not decide what the next test
+    measures."""
     deadline = time.monotonic() + QUIET_WAIT_SECONDS
     while time.monotonic() < deadline:
         before = _other_threads_cpu_seconds()

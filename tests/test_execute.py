@@ -579,6 +579,41 @@ def test_a_caller_s_idle_blas_pool_is_left_asleep_in_workers() -> None:
     assert int(completed.stdout.strip()) == 1
 
 
+SPINNING_BLAS_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import amorsize_flows as amz
+    from tests.workloads import busy, square
+    np.ones((300, 300)) @ np.ones((300, 300))  # the caller's OpenBLAS pool has run
+    ratios = []
+    for _ in range(4):
+        fork = amz.Plan.fixed("processes", 2, 4, start_method="fork")
+        amz.execute(square, range(40), plan=fork)  # caps the pool around the fork
+        profile = amz.optimize(busy, [0.005] * 400).profile
+        ratios.append(profile["cpu_seconds_per_item"] / profile["seconds_per_item"])
+    print(json.dumps(ratios))
+    """
+)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a pool of one thread is not capped")
+def test_a_dry_run_after_a_forking_map_does_not_count_the_caller_s_blas_threads() -> None:
+    # Restoring OpenBLAS after a fork re-creates its threads, which spin 80 to 90 ms: a dry run
+    # right after counted them as the function's, and read pure Python as 1.5 to 2.2 CPUs'
+    # worth of threads of its own (12 dry runs of 12), once as 0.3 (planned on threads).
+    completed = subprocess.run(
+        [sys.executable, "-c", SPINNING_BLAS_SCRIPT],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])},
+        timeout=60,
+        check=True,
+    )
+    ratios = json.loads(completed.stdout)
+    assert all(0.8 < ratio < 1.25 for ratio in ratios), ratios
+
+
 CAPPED_BLAS_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
