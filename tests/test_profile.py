@@ -6,6 +6,7 @@ import functools
 import itertools
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -320,6 +321,29 @@ def test_a_garbage_collection_in_the_dry_run_is_left_out_of_what_a_call_costs() 
     del ballast
     assert paused.profile.sampled_items > 100
     assert paused.profile.seconds_per_item < 4 * clean.profile.seconds_per_item
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_cpu_of_the_caller_s_other_python_threads_is_not_counted_as_the_function_s() -> None:
+    # In Prefect's test harness the API server runs beside the task, and a pure-Python call read
+    # as 1.7 CPUs' worth of threads of its own. Here another thread hashes meanwhile.
+    import hashlib
+
+    stop = threading.Event()
+    blob = bytes(16 << 20)
+
+    def hash_until_stopped() -> None:
+        while not stop.is_set():
+            hashlib.sha256(blob).digest()  # 16 MB: milliseconds without the GIL
+
+    neighbour = threading.Thread(target=hash_until_stopped)
+    neighbour.start()
+    try:
+        dry = sample(busy, [0.002] * 50, sample_size=5, processes_possible=False)
+    finally:
+        stop.set()
+        neighbour.join()
+    assert 0.5 < dry.profile.cpu_ratio < 1.5, dry.profile.cpu_ratio
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
