@@ -331,8 +331,9 @@ def _pooled(
         # products read as one busy thread in 2 fresh dry runs of 8 (the BLAS helper's CPU time
         # had not reached the clock), and two forked workers then ran two BLAS threads each on
         # 2 CPUs: 1.2 to 1.4 s for 120 products, 0.3 s capped. The price, where the caller has
-        # loaded OpenBLAS: capping wakes its pool, whose threads spin about 0.1 s of CPU while
-        # the workers start (3 to 7% of a 0.8 s pure-Python map, in fresh-process pairs).
+        # loaded OpenBLAS: restoring it after the fork re-creates its threads, which spin about
+        # 0.1 s of CPU while the workers start (3 to 7% of a 0.8 s pure-Python map, in
+        # fresh-process pairs), and which the next dry run waits out (blas_pools.settle).
         executor = _process_executor(plan.n_jobs, start_method, func, inner_threads, not forks)
         submit = _process_submitter(executor)
         while_forking = _forking(forks, inner_threads)
