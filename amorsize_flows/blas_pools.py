@@ -13,11 +13,11 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 
 from threadpoolctl import threadpool_limits
 
-__all__ = ["capped", "settle"]
+__all__ = ["capped", "native_thread_files", "settle"]
 
 # Polled this often while pool threads spin, and for at most this long: several times the spin
 # measured, so a pool that never sleeps (a library spinning for good) cannot stall the caller.
@@ -58,26 +58,35 @@ def settle() -> float:
 
 def _pool_thread_on_cpu() -> bool:
     """Whether a native thread of this process (one Python did not start: a BLAS or OpenMP
-    pool's) is running or waiting for a CPU now (Linux's /proc/self/task/*/stat)."""
-    python_threads = {str(thread.native_id) for thread in threading.enumerate()}
+    pool's) is running or waiting for a CPU now."""
+    stats = native_thread_files("stat")
+    # The state follows the command name, which may hold spaces.
+    return any(text.rsplit(b")", 1)[-1].split()[:1] == [b"R"] for text in (stats or {}).values())
+
+
+def native_thread_files(
+    name: str, python_threads: Set[str] = frozenset()
+) -> dict[str, bytes] | None:
+    """The file ``name`` (``stat``, ``schedstat``) of each thread of this process that Python
+    did not start, nor one of ``python_threads`` (native ids), by native id, from Linux's
+    /proc/self/task; None where the kernel does not list threads there."""
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:
-        return False
+        return None
+    python = python_threads | {str(thread.native_id) for thread in threading.enumerate()}
+    found = {}
     for task in tasks:
-        if task in python_threads:
+        if task in python:
             continue
         try:
-            descriptor = os.open(f"/proc/self/task/{task}/stat", os.O_RDONLY)
+            descriptor = os.open(f"/proc/self/task/{task}/{name}", os.O_RDONLY)
         except OSError:
             continue  # ended meanwhile
         try:
-            # The state follows the command name, which may hold spaces.
-            state = os.read(descriptor, 512).rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
+            found[task] = os.read(descriptor, 1024)
+        except OSError:
             continue
         finally:
             os.close(descriptor)
-        if state == b"R":
-            return True
-    return False
+    return found

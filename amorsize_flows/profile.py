@@ -28,6 +28,7 @@ import cloudpickle
 import psutil
 from threadpoolctl import threadpool_limits
 
+from .blas_pools import native_thread_files
 from .gc_pauses import CollectionTime
 
 __all__ = ["Parallelism", "Profile", "Sample", "function_identity", "sample"]
@@ -792,26 +793,10 @@ class _FunctionClock:
 
 def _native_threads_nanoseconds(python_threads: set[str]) -> dict[str, int] | None:
     """Each native thread's CPU nanoseconds (Linux schedstat), or None where not listed."""
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
+    files = native_thread_files("schedstat", python_threads)
+    if files is None:
         return None
-    python_threads = python_threads | {str(thread.native_id) for thread in threading.enumerate()}
-    found = {}
-    for task in tasks:
-        if task in python_threads:
-            continue
-        try:
-            descriptor = os.open(f"/proc/self/task/{task}/schedstat", os.O_RDONLY)
-        except OSError:
-            continue  # ended meanwhile
-        try:
-            found[task] = int(os.read(descriptor, 128).split()[0])
-        except (OSError, IndexError, ValueError):
-            pass
-        finally:
-            os.close(descriptor)
-    return found
+    return {task: int(text.split()[0]) for task, text in files.items() if text[:1].isdigit()}
 
 
 def _cpus_apart() -> tuple[set[int] | None, set[int] | None]:

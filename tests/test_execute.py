@@ -565,18 +565,23 @@ IDLE_BLAS_SCRIPT = textwrap.dedent(
 )
 
 
-def test_a_caller_s_idle_blas_pool_is_left_asleep_in_workers() -> None:
-    # Capping an inherited OpenBLAS pool makes it start its threads in every forked worker, where
-    # they spin for ~0.1 s. The dry run saw a pure-Python function: no cap, no extra thread.
-    completed = subprocess.run(
-        [sys.executable, "-c", IDLE_BLAS_SCRIPT],
+def _run_python(script: str, *args: str) -> str:
+    """Run ``script`` in a fresh interpreter that imports this checkout; return its output."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])},
         timeout=60,
         check=True,
-    )
-    assert int(completed.stdout.strip()) == 1
+    ).stdout
+
+
+def test_a_caller_s_idle_blas_pool_is_left_asleep_in_workers() -> None:
+    # Capping an inherited OpenBLAS pool inside a forked worker makes it start its threads,
+    # which spin for ~0.1 s. Capped in the caller while it forks, the pool stays asleep in every
+    # worker: no extra thread.
+    assert int(_run_python(IDLE_BLAS_SCRIPT).strip()) == 1
 
 
 SPINNING_BLAS_SCRIPT = textwrap.dedent(
@@ -602,15 +607,7 @@ def test_a_dry_run_after_a_forking_map_does_not_count_the_caller_s_blas_threads(
     # Restoring OpenBLAS after a fork re-creates its threads, which spin 80 to 90 ms: a dry run
     # right after counted them as the function's, and read pure Python as 1.5 to 2.2 CPUs'
     # worth of threads of its own (12 dry runs of 12), once as 0.3 (planned on threads).
-    completed = subprocess.run(
-        [sys.executable, "-c", SPINNING_BLAS_SCRIPT],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])},
-        timeout=60,
-        check=True,
-    )
-    ratios = json.loads(completed.stdout)
+    ratios = json.loads(_run_python(SPINNING_BLAS_SCRIPT))
     assert all(0.8 < ratio < 1.25 for ratio in ratios), ratios
 
 
@@ -647,15 +644,7 @@ def test_forked_workers_inherit_the_caller_s_pool_capped_and_asleep(profile: str
     # its threads (they spin ~0.1 s against the first chunk): a worker then runs one thread,
     # its BLAS product included, and the caller's own pool is as it was.
     cpus = len(os.sched_getaffinity(0))
-    completed = subprocess.run(
-        [sys.executable, "-c", CAPPED_BLAS_SCRIPT, profile],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), *sys.path])},
-        timeout=60,
-        check=True,
-    )
-    outcome = json.loads(completed.stdout)
+    outcome = json.loads(_run_python(CAPPED_BLAS_SCRIPT, profile))
     assert outcome["workers"], "the map ran in no worker"
     assert {largest for _, largest, _ in outcome["workers"]} == {max(1, cpus // 2)}
     if cpus // 2 == 1:
