@@ -17,7 +17,7 @@ from collections.abc import Iterator, Set
 
 from threadpoolctl import threadpool_limits
 
-__all__ = ["capped", "native_thread_files", "settle"]
+__all__ = ["capped", "native_thread_files", "native_thread_ids", "settle"]
 
 # Polled this often while pool threads spin, and for at most this long: several times the spin
 # measured, so a pool that never sleeps (a library spinning for good) cannot stall the caller.
@@ -64,21 +64,28 @@ def _pool_thread_on_cpu() -> bool:
     return any(text.rsplit(b")", 1)[-1].split()[:1] == [b"R"] for text in (stats or {}).values())
 
 
-def native_thread_files(
-    name: str, python_threads: Set[str] = frozenset()
-) -> dict[str, bytes] | None:
-    """The file ``name`` (``stat``, ``schedstat``) of each thread of this process that Python
-    did not start, nor one of ``python_threads`` (native ids), by native id, from Linux's
-    /proc/self/task; None where the kernel does not list threads there."""
+def native_thread_ids(python_threads: Set[str] = frozenset()) -> list[str] | None:
+    """The native ids of this process's threads that Python did not start, nor any of
+    ``python_threads``, from Linux's /proc/self/task; None where the kernel does not list
+    threads there."""
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:
         return None
     python = python_threads | {str(thread.native_id) for thread in threading.enumerate()}
+    return [task for task in tasks if task not in python]
+
+
+def native_thread_files(
+    name: str, python_threads: Set[str] = frozenset()
+) -> dict[str, bytes] | None:
+    """The file ``name`` (``stat``, ``schedstat``) of each thread :func:`native_thread_ids`
+    lists, by native id; None where the kernel does not list threads."""
+    tasks = native_thread_ids(python_threads)
+    if tasks is None:
+        return None
     found = {}
     for task in tasks:
-        if task in python:
-            continue
         try:
             descriptor = os.open(f"/proc/self/task/{task}/{name}", os.O_RDONLY)
         except OSError:
