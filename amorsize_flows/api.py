@@ -347,9 +347,9 @@ def _prepare(
         )
 
     parallelism = (limits.cpus, max_threads(limits))
-    waited = blas_pools.settle()  # a forking map's restored BLAS pool must not be measured
+    waited = blas_pools.settle()  # a BLAS pool spinning after earlier work is not the function's
     if waited:
-        log.debug("amorsize: waited %.3fs for BLAS threads re-created after a fork", waited)
+        log.debug("amorsize: waited %.3fs for native threads to leave the CPUs", waited)
     dry = sample(
         func,
         iterator,

@@ -1,10 +1,11 @@
-"""The caller's BLAS/OpenMP thread pools: capped while a map shares the CPUs, and the spin that
-restoring them after a fork leaves behind, waited out before the next dry run measures anything.
+"""The caller's BLAS/OpenMP thread pools: capped while a map shares the CPUs, and their spin
+waited out before a dry run measures anything.
 
-OpenBLAS re-creates its threads when its cap is lifted after a fork, and new threads busy-wait
-for work for a while: 80 to 90 ms of CPU here, after every forking map in a caller that loaded
-numpy. A dry run in that window counted their CPU as the function's: pure Python read as "2.0
-CPUs' worth of threads of its own" and was planned serially, or on threads.
+OpenBLAS threads busy-wait for more work once a product is done, 80 to 90 ms of CPU here: after
+the caller's own numpy work, and after every forking map in a caller that loaded numpy (restoring
+the cap re-creates the pool's threads). A dry run in that window counted their CPU as the
+function's: pure Python read as "2.0 CPUs' worth of threads of its own" in 12 runs of 12 after a
+400x400 product, and after forking maps it was planned serially, or on threads.
 """
 
 from __future__ import annotations
@@ -20,39 +21,37 @@ from threadpoolctl import threadpool_limits
 __all__ = ["capped", "native_thread_files", "native_thread_ids", "settle"]
 
 # Polled this often while pool threads spin, and for at most this long: several times the spin
-# measured, so a pool that never sleeps (a library spinning for good) cannot stall the caller.
+# measured. A native thread still on a CPU by then is not spinning down but working for good (a
+# library's own worker): the process never waits for it again.
 SETTLE_POLL_SECONDS = 0.005
 SETTLE_MAX_SECONDS = 0.5
 
-_restored_after_fork_at: float | None = None
+_busy_for_good = False
 
 
 @contextlib.contextmanager
-def capped(inner_threads: int, *, around_fork: bool = False) -> Iterator[None]:
-    """Cap the caller's BLAS/OpenMP pools to ``inner_threads`` each, then restore them; with
-    ``around_fork``, note when a pool was restored, for :func:`settle`."""
-    global _restored_after_fork_at
+def capped(inner_threads: int) -> Iterator[None]:
+    """Cap the caller's BLAS/OpenMP pools to ``inner_threads`` each, then restore them."""
     limiter = threadpool_limits(inner_threads)
     try:
         yield
     finally:
         limiter.restore_original_limits()
-        originals = limiter.get_original_num_threads().values()
-        if around_fork and any(count is not None and count > inner_threads for count in originals):
-            _restored_after_fork_at = time.monotonic()
 
 
 def settle() -> float:
-    """After pools were restored around a fork, wait until their threads leave the CPUs (or
-    SETTLE_MAX_SECONDS); return the seconds waited. Free when no fork restored a pool."""
-    global _restored_after_fork_at
-    if _restored_after_fork_at is None:
+    """Wait until no native thread of this process is on a CPU, at most SETTLE_MAX_SECONDS, and
+    return the seconds waited: about 0.1 s after numpy work or a forking map, a listing of the
+    process's threads (tens of µs) otherwise."""
+    global _busy_for_good
+    if _busy_for_good:
         return 0.0
     started = time.monotonic()
-    deadline = _restored_after_fork_at + SETTLE_MAX_SECONDS
-    while _pool_thread_on_cpu() and time.monotonic() < deadline:
+    while _pool_thread_on_cpu():
+        if time.monotonic() - started >= SETTLE_MAX_SECONDS:
+            _busy_for_good = True
+            break
         time.sleep(SETTLE_POLL_SECONDS)
-    _restored_after_fork_at = None
     return time.monotonic() - started
 
 

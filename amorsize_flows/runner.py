@@ -372,7 +372,7 @@ def _forking(cap_loaded_pools: bool, inner_threads: int) -> Iterator[None]:
         if not cap_loaded_pools:
             yield
             return
-        with blas_pools.capped(inner_threads, around_fork=True):
+        with blas_pools.capped(inner_threads):
             yield
 
 
