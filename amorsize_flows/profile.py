@@ -788,8 +788,7 @@ class _FunctionClock:
     which brings the process's sum up to date too (and keeps the time of threads that ended);
     where it is not, the caller's thread clock plus each native thread's, listed anew at every
     reading (one born in between counts whole, one that ended takes its time with it). The
-    whole process's where Linux's /proc/self/task is not
-    there to list its threads.
+    whole process's where Linux's /proc/self/task is not there to list its threads.
     """
 
     def __init__(self) -> None:
@@ -800,18 +799,17 @@ class _FunctionClock:
 
     def start(self) -> None:
         alone = threading.active_count() == 1
-        self._seen_python = (
-            None if alone else {str(thread.native_id) for thread in threading.enumerate()}
-        )
-        natives = native_thread_ids(self._seen_python or set())
+        python = set() if alone else {str(thread.native_id) for thread in threading.enumerate()}
+        natives = native_thread_ids(python)
         self._natives, self._native_start = [], {}
         if alone or natives is None:
             self._seen_python = None
             self._natives = natives or []
             self._own = self._process_seconds()
-            return
-        self._own = time.thread_time()
-        self._native_start = {task: _thread_seconds(task) for task in natives}
+        else:
+            self._seen_python = python
+            self._own = time.thread_time()
+            self._native_start = {task: _thread_seconds(task) for task in natives}
 
     @property
     def sees_native_threads(self) -> bool:
