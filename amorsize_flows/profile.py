@@ -516,7 +516,9 @@ class _Meter:
 
     def _open_stretch(self) -> None:
         if self._wall_mark is None:
-            self._clock.start()
+            # A call quicker than CHEAP_CALL_SECONDS, its warm-up included, wakes no pool of
+            # threads: the clock need not list them (tens of µs in a fresh process).
+            self._clock.start(native_threads=not self.wall or self.wall[0] >= CHEAP_CALL_SECONDS)
             self._wall_mark = time.perf_counter()
 
     def _read_stretch(self) -> None:
@@ -797,10 +799,12 @@ class _FunctionClock:
         self._own = 0.0
         self._native_start: dict[str, float] = {}
 
-    def start(self) -> None:
+    def start(self, *, native_threads: bool = True) -> None:
+        """Start counting; without ``native_threads``, leave out the native threads of a caller
+        that is Python's only thread (their CPU then reaches the process clock at a tick)."""
         alone = threading.active_count() == 1
         python = set() if alone else {str(thread.native_id) for thread in threading.enumerate()}
-        natives = native_thread_ids(python)
+        natives = native_thread_ids(python) if native_threads or not alone else []
         self._natives, self._native_start = [], {}
         if alone or natives is None:
             self._seen_python = None
