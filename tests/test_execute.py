@@ -27,6 +27,7 @@ import amorsize_flows.api as amz_api
 import tests.workloads as workloads
 from amorsize_flows.calibrate import get_calibration
 from amorsize_flows.runner import run_plan
+from tests.markers import SCHEDULING
 from tests.workloads import (
     append_to,
     busy,
@@ -253,6 +254,7 @@ def test_serial_map_continues_the_dry_runs_results(n_items: int, options: dict) 
     assert outcome.record.n_items == n_items
 
 
+@SCHEDULING
 def test_serial_plan_turns_parallel_when_later_items_cost_far_more() -> None:
     # The dry run sees cheap items; the rest cost 150 times more (a skewed input whose slow
     # items come later, an input sorted by size): the serial batches notice, and the rest runs
@@ -375,6 +377,7 @@ def test_a_progress_bar_leaves_no_thread_that_would_stop_later_maps_forking() ->
     assert amz.run(busy, [0.005] * 200).plan.start_method == "fork"
 
 
+@SCHEDULING
 def test_second_run_starts_from_the_first_runs_record(tmp_path: Path) -> None:
     log = tmp_path / "calls.txt"
     func = functools.partial(append_to, log_path=str(log))
@@ -618,6 +621,7 @@ SPINNING_BLAS_SCRIPT = textwrap.dedent(
 )
 
 
+@SCHEDULING
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a pool of one thread is not capped")
 @pytest.mark.parametrize("earlier", ["a forking map", "the caller's own product"])
 def test_a_dry_run_does_not_count_the_spin_of_the_caller_s_blas_threads(earlier: str) -> None:
@@ -652,6 +656,7 @@ BLAS_RATIO_SCRIPT = textwrap.dedent(
 )
 
 
+@SCHEDULING
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a pool of one thread runs no other")
 def test_a_dry_run_counts_the_cpu_of_the_call_s_blas_threads_up_to_date() -> None:
     # Linux adds another running thread's CPU to the process clock only at a scheduler tick: in

@@ -22,6 +22,7 @@ from amorsize_flows.profile import (
     function_identity,
     sample,
 )
+from tests.markers import SCHEDULING
 from tests.workloads import (
     append_to,
     busy,
@@ -233,6 +234,7 @@ def test_gil_probe_runs_where_processes_would_start_fresh_interpreters() -> None
     assert min(p.gil_share for p in fresh if p.gil_share is not None) < 0.5
 
 
+@SCHEDULING
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
 def test_gil_probe_tries_again_when_its_threads_found_no_free_cpu() -> None:
     # The probe's first pair of calls moves both its threads to one CPU, as when other processes
@@ -259,6 +261,7 @@ def test_gil_probe_tries_again_when_its_threads_found_no_free_cpu() -> None:
     not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
     reason="needs two CPUs and CPU affinity",
 )
+@SCHEDULING
 def test_gil_probe_reads_gil_free_calls_right_after_a_map() -> None:
     # Right after a map, Linux often ran the probe's two threads on one CPU, one after the
     # other, for a dozen pairs: GIL-free hashing read as holding the GIL in the first probe
@@ -274,6 +277,7 @@ def test_gil_probe_reads_gil_free_calls_right_after_a_map() -> None:
     assert os.sched_getaffinity(0) == every  # the caller's CPUs are given back
 
 
+@SCHEDULING
 def test_gil_probe_runs_batches_of_short_calls() -> None:
     import hashlib
 
