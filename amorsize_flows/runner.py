@@ -143,9 +143,9 @@ def run_plan(
         cap_loaded_pools: whether BLAS/OpenMP pools the caller has already loaded are capped
             in the caller during a threads map (pools loaded later always are). threadpoolctl
             scans the loaded libraries to do it (about 1 ms), so False where the function was
-            seen not to run threads of its own. Process workers are always capped: in the
-            caller while they fork (they inherit the cap, and their pools stay asleep), or in a
-            fresh interpreter by itself.
+            seen not to run threads of its own. Process workers are always capped: forked
+            ones by the caller's cap, held for the whole map (they inherit it, and their pools
+            stay asleep), fresh interpreters by themselves.
 
     Raises:
         WorkerDiedError: a worker process died.
