@@ -366,10 +366,11 @@ def _pooled(
 
 
 @contextlib.contextmanager
-def _forking(cap_loaded_pools: bool, inner_threads: int) -> Iterator[None]:
-    """What the caller holds while loky starts the workers: a frozen heap, capped pools."""
+def _forking(forks: bool, inner_threads: int) -> Iterator[None]:
+    """What the caller holds while loky starts the workers: a frozen heap, and where they fork,
+    its pools capped."""
     with _heap_frozen():
-        if not cap_loaded_pools:
+        if not forks:
             yield
             return
         with blas_pools.capped(inner_threads):

@@ -52,33 +52,23 @@ def no_thread_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def _wait_for_other_threads_to_idle() -> None:
-    """Start each core test with the process's other threads idle. OpenBLAS threads busy-wait
+    """Start each core test with the process's native threads idle. OpenBLAS threads busy-wait
     for work 80 to 90 ms after they last ran, and a dry run in that window counts their CPU as
-    the function's. The package waits that out after its own forking maps (blas_pools.settle);
-    after a test's own numpy work it does not, and that must not decide what the next test
-    measures."""
+    the function's. The package waits for them before a dry run (blas_pools.settle), but tests
+    also measure through `sample` directly, and settle gives up for good on a thread busy for
+    half a second: what one test left running must not decide what the next one measures."""
     deadline = time.monotonic() + QUIET_WAIT_SECONDS
     while time.monotonic() < deadline:
-        before = _other_threads_cpu_seconds()
+        before = _native_threads_cpu_seconds()
         time.sleep(QUIET_WINDOW_SECONDS)
-        if _other_threads_cpu_seconds() - before < QUIET_WINDOW_SECONDS / 10:
+        if _native_threads_cpu_seconds() - before < QUIET_WINDOW_SECONDS / 10:
             return
 
 
-def _other_threads_cpu_seconds() -> float:
-    """CPU seconds of this process's threads but the calling one (Linux schedstat; 0 elsewhere)."""
-    me = str(threading.get_native_id())
-    total = 0
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return 0.0
-    for task in tasks:
-        if task == me:
-            continue
-        try:
-            with open(f"/proc/self/task/{task}/schedstat") as file:
-                total += int(file.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue  # the thread ended meanwhile
-    return total / 1e9
+def _native_threads_cpu_seconds() -> float:
+    """CPU seconds of this process's native threads (Linux schedstat; 0 elsewhere). A core test
+    starts with no other Python thread: the fixture fails one that leaves any."""
+    from amorsize_flows import blas_pools  # imported late: see AMORSIZE_CACHE_DIR above
+
+    files = blas_pools.native_thread_files("schedstat") or {}
+    return sum(int(text.split()[0]) for text in files.values() if text[:1].isdigit()) / 1e9
