@@ -300,19 +300,26 @@ class _Prepared:
     sample_seconds: float
     # What the model chose from, when it was free to choose (no plan or setting was fixed).
     situation: Situation | None = None
+    options: _Options = _Options()
 
 
 def _prepare(
     func: Callable[[Any], Any], items: Iterable[Any], options: _Options, plan: Plan | None = None
 ) -> _Prepared:
-    limits = detect(max_workers=options.max_workers, memory_limit=options.memory_limit)
     identity = function_identity(func)
     if plan is not None:
         n_items = _length(items)
+        limits = _read_limits(options)
         plan = _fit_to_limits(plan, limits)
         if not plan.function:
             plan = plan.with_changes(function=identity[0], function_digest=identity[1])
-        return _Prepared(plan, limits, [], iter(items), n_items, None, 0.0)
+        return _Prepared(plan, limits, [], iter(items), n_items, None, 0.0, options=options)
+    # Limits only take parallelism away: a map that is serial under the CPU affinity and the
+    # available memory is serial under a cgroup's quotas too, and a cheap map is spared reading
+    # them (a dozen files, 0.5 ms of a 35 ms map on this VM). A parallel plan reads them and is
+    # made again (_decide_within). The items an iterator reads ahead are bounded by the real
+    # memory: it reads them first.
+    limits = _read_limits(options, read_cgroups=not isinstance(items, Sized))
     constraints = Constraints(options.backend, options.n_jobs, options.chunksize)
     fork_safe = fork_is_safe()
     processes_possible = not limits.daemonic and limits.cpus > 1
@@ -338,10 +345,14 @@ def _prepare(
                 observed_startup=_observed_startup(options.history),
                 min_gain=_min_gain(options.history),
             )
-            made = _decide(func, situation, constraints, identity, source="history")
+            situation, made = _decide_within(
+                func, situation, constraints, identity, options, source="history"
+            )
             log.info("amorsize: %s: dry run skipped, %s; %s", identity[0], why, made.summary())
             free = situation if constraints == Constraints() else None
-            return _Prepared(made, limits, [], iter(iterator), n_items, profile, 0.0, free)
+            return _Prepared(
+                made, situation.limits, [], iter(iterator), n_items, profile, 0.0, free, options
+            )
         log.info(
             "amorsize: %s: the previous run's record does not fit (%s); sampling", identity[0], why
         )
@@ -374,7 +385,7 @@ def _prepare(
         spent_seconds=dry.profile.sample_seconds,
         fork_safe=fork_safe,
     )
-    made = _decide(func, situation, constraints, identity)
+    situation, made = _decide_within(func, situation, constraints, identity, options)
     if constraints == Constraints() and _in_doubt(made, dry):
         situation, made = _sample_on(func, dry, situation, identity, made)
         done, n_remaining = len(dry.results), situation.n_remaining
@@ -389,13 +400,14 @@ def _prepare(
     )
     return _Prepared(
         made,
-        limits,
+        situation.limits,
         dry.results,
         dry.rest,
         dry.n_items,
         dry.profile,
         dry.profile.sample_seconds,
         situation if constraints == Constraints() else None,
+        options,
     )
 
 
@@ -450,6 +462,36 @@ def _calls_to_settle(dry: Sample) -> int:
     total = dry.n_items if dry.n_items is not None else dry.n_items_lower_bound
     room = int(DOUBT_SHARE * total) - len(dry.results)
     return max(0, min(DOUBT_STEADY_CALLS - dry.steady_calls, room))
+
+
+def _decide_within(
+    func: Callable[[Any], Any],
+    situation: Situation,
+    constraints: Constraints,
+    identity: tuple[str, str],
+    options: _Options,
+    source: str = "sampled",
+) -> tuple[Situation, Plan]:
+    """_decide, and if the plan is parallel but ``situation``'s limits are an upper bound, the
+    plan made again under all the limits, with the situation it was made in."""
+    made = _decide(func, situation, constraints, identity, source)
+    if made.backend == "serial" or not situation.limits.upper_bound:
+        return situation, made
+    situation = replace(situation, limits=_all_limits(situation.limits, options))
+    return situation, _decide(func, situation, constraints, identity, source)
+
+
+def _read_limits(options: _Options, *, read_cgroups: bool = True) -> WorkerLimits:
+    return detect(
+        max_workers=options.max_workers,
+        memory_limit=options.memory_limit,
+        read_cgroups=read_cgroups,
+    )
+
+
+def _all_limits(limits: WorkerLimits, options: _Options) -> WorkerLimits:
+    """``limits`` if nothing was left unread, else every limit read now."""
+    return _read_limits(options) if limits.upper_bound else limits
 
 
 def _decide(
@@ -682,6 +724,7 @@ class MapIterator(Iterator[Any]):
                 situation,
                 profile=profile,
                 calibration=situation.calibration or get_calibration(),
+                limits=_all_limits(situation.limits, self._prepared.options),
                 n_remaining=n_items - done,
                 spent_seconds=time.perf_counter() - self._started,
                 parent_warm=True,  # the caller has run the function: forked workers inherit that

@@ -27,13 +27,14 @@ def plan_rows(plan: Plan, record: RunRecord | None = None) -> list[tuple[str, st
             ("seconds per item", f"{record.seconds_per_item:.6f}"),
         ]
     if plan.limits:
-        rows.append(
-            (
-                "limits",
-                f"{plan.limits.get('cpus')} CPUs ({plan.limits.get('cpus_source')}), "
-                f"{_gib(plan.limits.get('memory_bytes'))} ({plan.limits.get('memory_source')})",
-            )
+        limits = plan.limits
+        text = (
+            f"{limits.get('cpus')} CPUs ({limits.get('cpus_source')}), "
+            f"{_gib(limits.get('memory_bytes'))} ({limits.get('memory_source')})"
         )
+        if limits.get("upper_bound"):
+            text += "; at most: cgroup quotas not read, the map being serial under any"
+        rows.append(("limits", text))
     rows.append(("reason", plan.reason))
     return rows
 

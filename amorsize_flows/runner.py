@@ -162,6 +162,8 @@ def run_plan(
             if switched is None:
                 return
             plan, start_index = switched
+            # The serial plan's limits may have been an upper bound; the new plan's were all read.
+            cpus = plan.limits.get("cpus", cpus)
             stats.workers_start()
         share = max(1, (cpus or os.cpu_count() or 1) // plan.n_jobs)
         yield from _pooled(

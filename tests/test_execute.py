@@ -24,6 +24,8 @@ import pytest
 
 import amorsize_flows as amz
 import amorsize_flows.api as amz_api
+import amorsize_flows.limits as limits_module
+import amorsize_flows.report as amz_report
 import tests.workloads as workloads
 from amorsize_flows.calibrate import get_calibration
 from amorsize_flows.runner import run_plan
@@ -208,6 +210,45 @@ def test_a_plan_in_doubt_is_made_from_more_calls_each_run_once(
     assert amz_api.DOUBT_STEADY_CALLS < sampled <= amz_api.DOUBT_SHARE * 400
     assert run.results == list(range(400))
     assert sorted(map(int, log.read_text().split())) == list(range(400))  # each item ran once
+
+
+@pytest.fixture
+def one_cpu_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A faked cgroup v2 tree whose quota gives this process one CPU of the two it may run on."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs in the affinity mask")
+    root = tmp_path / "cgroup"
+    (root / "pod").mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory")
+    (root / "pod" / "cpu.max").write_text("100000 100000")
+    (tmp_path / "proc" / "self").mkdir(parents=True)
+    (tmp_path / "proc" / "self" / "cgroup").write_text("0::/pod\n")
+    monkeypatch.setattr(limits_module, "PROC_ROOT", str(tmp_path / "proc"))
+    monkeypatch.setattr(limits_module, "CGROUP_ROOT", str(root))
+
+
+def test_a_serial_verdict_leaves_the_cgroup_files_unread_and_says_so(one_cpu_pod: None) -> None:
+    plan = amz.run(square, range(20_000)).plan
+    assert plan.backend == "serial"
+    assert plan.limits["upper_bound"] is True
+    assert plan.limits["cpus"] == len(os.sched_getaffinity(0))  # the pod's quota was not read
+    assert "cgroup quotas not read" in amz_report.plan_table(plan)
+
+
+def test_a_parallel_plan_is_made_again_within_the_cgroup_quota(one_cpu_pod: None) -> None:
+    # Two CPUs' affinity would send 5 ms calls to two processes; the pod allows one CPU.
+    plan = amz.run(busy, [0.005] * 100).plan
+    assert plan.backend == "serial", plan.reason
+    assert plan.limits["upper_bound"] is False
+    assert (plan.limits["cpus"], plan.limits["cpus_source"]) == (1, "cgroup v2 cpu.max")
+
+
+def test_a_re_plan_reads_the_cgroup_quota_the_serial_plan_did_not(one_cpu_pod: None) -> None:
+    # As in test_serial_plan_turns_parallel_when_later_items_cost_far_more, later calls cost far
+    # more; in this pod there is no second CPU to run them on.
+    outcome = amz.run(busy_where, [2e-5] * 30 + [3e-3] * 200)
+    assert outcome.plan.backend == "serial", outcome.plan.reason
+    assert {pid for _, pid in outcome.results} == {os.getpid()}
 
 
 def test_waiting_map_runs_on_threads() -> None:

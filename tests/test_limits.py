@@ -107,6 +107,37 @@ def test_hybrid_host_reads_v2_under_unified(tmp_path: Path, fake_proc) -> None:
     assert limits.cpus == 1 and limits.cpu_quota == pytest.approx(0.5)
 
 
+def test_limits_read_without_cgroups_are_an_upper_bound_and_say_so(
+    tmp_path: Path, fake_proc
+) -> None:
+    root = tmp_path / "cgroup"
+    _write(root / "cgroup.controllers", "cpu memory")
+    _write(root / "pod" / "cpu.max", "100000 100000")
+    _write(root / "pod" / "memory.max", str(GIB))
+    _write(root / "pod" / "memory.current", "0")
+    proc = fake_proc("0::/pod\n")
+
+    bound = detect(read_cgroups=False, proc_root=proc, cgroup_root=root, environ={})
+    real = detect(proc_root=proc, cgroup_root=root, environ={})
+
+    assert bound.upper_bound and not real.upper_bound
+    assert (real.cpus, real.memory_bytes) == (1, GIB)
+    assert bound.cpus == len(os.sched_getaffinity(0)) and bound.cpu_quota is None
+    assert bound.memory_bytes > GIB and bound.memory_source.startswith("available memory")
+
+
+def test_available_memory_is_the_kernel_s_estimate_or_psutil_s(tmp_path: Path, fake_proc) -> None:
+    proc = fake_proc("0::/\n")
+    _write(proc / "meminfo", "MemTotal:       8388608 kB\nMemAvailable:   1048576 kB\n")
+    limits = detect(proc_root=proc, cgroup_root=tmp_path, environ={})
+    assert (limits.memory_bytes, limits.memory_source) == (GIB, "available memory (MemAvailable)")
+
+    _write(proc / "meminfo", "MemTotal:       8388608 kB\nMemFree:        1048576 kB\n")
+    limits = detect(proc_root=proc, cgroup_root=tmp_path, environ={})
+    assert limits.memory_source == "available memory (psutil)"
+    assert limits.memory_bytes == pytest.approx(psutil.virtual_memory().available, rel=0.1)
+
+
 def test_no_proc_at_all_still_gives_limits(tmp_path: Path) -> None:
     limits = detect(proc_root=tmp_path / "none", cgroup_root=tmp_path / "none", environ={})
     assert limits.cpus >= 1 and limits.memory_bytes > 0
