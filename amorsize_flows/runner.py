@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 import traceback
-import types
 import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
@@ -183,8 +182,7 @@ def _serial(
     first_batch: list[Any],
     replan: Replanner | None,
 ) -> Generator[list[Any], None, tuple[Plan, int] | None]:
-    """Run in the caller, batch after batch, each ``results.extend(map(func, batch))``, and a
-    list's last stretch as a comprehension where that calls ``func`` faster (_called_inline).
+    """Run in the caller, batch after batch, each ``results.extend(map(func, batch))``.
     Return None once every item is done, or the plan ``replan`` chose between two batches for the
     items left, with the index of the first of them.
 
@@ -196,7 +194,6 @@ def _serial(
     """
     prompt = cancel is not None or on_chunk is not None
     one_list = hasattr(items, "__length_hint__")
-    inline = _called_inline(func)
     results, size, index = first_batch, max(1, start_index), start_index
     switched: tuple[Plan, int] | None = None
     # Building 100k dicts in a caller that had imported numpy, a batch ran 4 times slower per
@@ -210,10 +207,7 @@ def _serial(
             # islice costs ~3 ns a call (4% of a cheap one): a list's last stretch goes without.
             # Batches are there for re-planning, cancelling and progress: with none of them to
             # serve, the whole list is that stretch. Re-planning alone ends them once the next
-            # would take a quarter of the rest, not a half: their results are moved again in
-            # front of the stretch's, onto pages a fresh process must fault in. 300k cheap items
-            # from a 500-item dry run were 57% batched and took 1.086x a comprehension's time in
-            # fresh processes (best of 30); 14% now, and 1.039x.
+            # would take a quarter of the rest.
             last = (
                 one_list
                 and not prompt
@@ -222,12 +216,7 @@ def _serial(
             batch = items if last else itertools.islice(items, size)
             started, cpu_before = time.perf_counter(), time.process_time()
             collected_before = collections.seconds
-            if last and inline:
-                before = len(results)
-                results = _rest_inline(results, func, items, index)
-                done = len(results) - before
-            else:
-                done = _extend(results, func, batch, index)
+            done = _extend(results, func, batch, index)
             if done == 0:
                 break
             elapsed = time.perf_counter() - started
@@ -269,38 +258,6 @@ def _extend(
         error.add_note(f"amorsize: raised by item {first + len(results) - before}")
         raise
     return len(results) - before
-
-
-def _called_inline(func: Callable[[Any], Any]) -> bool:
-    """Whether a comprehension calls ``func`` inline, without a C call per item: CPython 3.11+
-    does so for Python functions and their bound methods. Over 300k cheap items a comprehension
-    took 46 ms where ``extend(map(...))`` took 51 on a busy host (30 against 31 on a quiet one);
-    for builtins and partials map() is the faster."""
-    if isinstance(func, types.MethodType):
-        func = func.__func__
-    return isinstance(func, types.FunctionType)
-
-
-def _rest_inline(
-    results: list[Any], func: Callable[[Any], Any], items: Iterator[Any], first: int
-) -> list[Any]:
-    """``results`` then ``func`` of every item left, as one list built by a comprehension. The
-    results so far are moved in front of the new ones, a pointer copy of the few: appending the
-    many would touch each of them again (5% of a cheap map)."""
-    left = operator.length_hint(items)
-    try:
-        rest = [func(item) for item in items]
-    except Exception as error:
-        failed = first + left - operator.length_hint(items) - 1
-        error.add_note(f"amorsize: raised by item {failed}")
-        raise
-    if not rest:
-        return results
-    rest[:0] = results
-    return rest
-
-
-# --- pools -------------------------------------------------------------------------------------
 
 
 def _pooled(
