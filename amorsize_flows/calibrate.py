@@ -152,7 +152,7 @@ def cache_path() -> Path:
 @functools.lru_cache(maxsize=1)
 def _cached(path: Path) -> Calibration:
     try:
-        return Calibration.from_dict(json.loads(path.read_text()))
+        return Calibration.from_dict(json.loads(path.read_bytes()))
     except FileNotFoundError:
         pass
     except (OSError, ValueError, TypeError, KeyError, IndexError) as error:
