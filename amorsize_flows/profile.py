@@ -94,8 +94,17 @@ GIL_PROBE_PICKLE_SHARE = 0.1
 # Whether the probe can time its calls' CPU per thread: to the nanosecond on Linux and macOS,
 # in 15.6 ms ticks on Windows, longer than a probe.
 THREAD_CLOCK_PRECISE = time.get_clock_info("thread_time").resolution <= 1e-6
-# Below this share, calls overlapped: a second pair must agree before threads are trusted.
+# Below this share, calls overlapped. Where the thread clock is precise, a pair can read too
+# high, never too low: calls that take turns cannot end before their CPU time has passed, but
+# overlapping calls read as taking turns when other processes hold a CPU, or when a thread is
+# woken late. On this VM an idle vCPU took a millisecond or more to run a thread woken for the
+# GIL, a wait the kernel does not count as queued: 2 ms calls of GIL-free hashing read as taking
+# turns in 1 probe in 3 after a forking map. So one pair that overlapped settles it, and calls
+# that took turns must do so in GIL_HELD_PAIRS pairs with free CPUs; the lowest reading stands.
+# Where the clock is coarse (Windows), the calls' mean stands in for their CPU time and readings
+# err both ways: overlap must then be read twice, and the highest clear reading stands.
 GIL_RELEASED_SHARE = 0.5
+GIL_HELD_PAIRS = 2
 # A pair whose threads waited this share of their time for a CPU (runnable, none free: Linux's
 # schedstat) found the CPUs crowded, and is tried again, up to this many pairs in all: other
 # processes hold the CPUs. (Right after a map, Linux also ran both threads on one CPU; they are
@@ -382,9 +391,8 @@ def sample(
         fork_possible=fork_possible,
     ):
         # Busy calls: does the function hold the GIL (pure Python) or release it (hashing,
-        # compression, most of numpy)? Two calls (or batches) at once on two threads tell.
-        # Believing in overlap wrongly would put pure Python on threads, so a second pair must
-        # confirm it.
+        # compression, most of numpy)? Two calls (or batches) at once on two threads tell, in
+        # as many pairs as GIL_RELEASED_SHARE says.
         per_thread = max(1, math.ceil(GIL_PROBE_SECONDS / meter.mean))
         for _ in range(GIL_PROBE_MAX_PAIRS):
             unrun = meter.call_pair(list(itertools.islice(iterator, 2 * per_thread)))
@@ -440,25 +448,26 @@ class _Meter:
 
     @property
     def gil_share(self) -> float | None:
-        """The highest share the probe read, leaving out pairs that found the CPUs crowded
-        unless every pair did: a crowded pair reads too high, never too low."""
+        """The lowest share the probe read (see GIL_RELEASED_SHARE); with a coarse thread clock
+        the highest, leaving out pairs that found the CPUs crowded unless every pair did."""
         if not self.gil_readings:
             return None
+        shares = [share for share, _ in self.gil_readings]
+        if THREAD_CLOCK_PRECISE:
+            return min(shares)
         clear = [share for share, crowded in self.gil_readings if not crowded]
-        return max(clear or [share for share, _ in self.gil_readings])
+        return max(clear or shares)
 
     def gil_probe_done(self) -> bool:
-        """Whether the GIL probe has its answer: calls overlapped in two pairs, or took turns in
-        a pair that had free CPUs. A pair that found them crowded is tried again."""
+        """Whether the GIL probe has its answer: calls overlapped in a pair (two, with a coarse
+        clock), or took turns in GIL_HELD_PAIRS pairs that had free CPUs."""
         if not self.gil_readings:
             return True  # too few items left for a pair
-        share, crowded = self.gil_readings[-1]
-        if crowded:
-            return False
-        if share >= GIL_RELEASED_SHARE:
-            return True
-        overlapped = [s for s, c in self.gil_readings if not c and s < GIL_RELEASED_SHARE]
-        return len(overlapped) >= 2
+        overlapped = sum(share < GIL_RELEASED_SHARE for share, _ in self.gil_readings)
+        took_turns = sum(
+            share >= GIL_RELEASED_SHARE and not crowded for share, crowded in self.gil_readings
+        )
+        return overlapped >= (1 if THREAD_CLOCK_PRECISE else 2) or took_turns >= GIL_HELD_PAIRS
 
     @property
     def mean(self) -> float:

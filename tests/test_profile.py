@@ -17,6 +17,7 @@ import pytest
 
 from amorsize_flows import Plan, execute
 from amorsize_flows.profile import (
+    GIL_RELEASED_SHARE,
     MAX_SAMPLE_SECONDS,
     _resident_bytes,
     function_identity,
@@ -26,6 +27,7 @@ from tests.markers import SCHEDULING
 from tests.workloads import (
     append_to,
     busy,
+    busy_or_hash,
     hash_blob,
     lock_on,
     on_cpus,
@@ -255,6 +257,20 @@ def test_gil_probe_tries_again_when_its_threads_found_no_free_cpu() -> None:
         os.sched_setaffinity(0, every)
     assert native.profile.gil_share is not None and native.profile.gil_share < 0.5
     assert python.profile.gil_share is not None and python.profile.gil_share > 0.6
+
+
+@SCHEDULING
+def test_one_pair_that_took_turns_does_not_settle_the_gil_probe() -> None:
+    # A pair can read GIL-free calls as taking turns (a thread woken late, other processes on a
+    # CPU), never the reverse: such a reading waits for another pair, and the lowest stands.
+    # Here the first pair's calls really hold the GIL; the first call and three steady ones
+    # come before it, and it takes one item per thread for calls over a millisecond.
+    items = [("hash", 2)] * 4 + [("busy", 0.002)] * 2 + [("hash", 2)] * 24
+    dry = sample(busy_or_hash, items, sample_size=3, fork_possible=False)
+    assert dry.profile.gil_share is not None and dry.profile.gil_share < GIL_RELEASED_SHARE
+    done = len(dry.results)
+    assert dry.results == [busy_or_hash(item) for item in items[:done]]
+    assert list(dry.rest) == items[done:]
 
 
 @pytest.mark.skipif(

@@ -65,6 +65,13 @@ def hash_blob(rounds: int) -> int:
     return rounds * digest[0]
 
 
+def busy_or_hash(item: tuple[str, float]) -> float:
+    """``("busy", seconds)``: busy(seconds), holding the GIL; ``("hash", rounds)``:
+    hash_blob(rounds), releasing it."""
+    kind, amount = item
+    return busy(amount) if kind == "busy" else hash_blob(int(amount))
+
+
 def on_cpus(item: tuple[frozenset[int], Callable[[Any], Any], Any]) -> Any:
     """``func(arg)`` for an item ``(cpus, func, arg)``, with the calling thread on ``cpus`` for the
     call: two threads moved to one CPU take turns, as if other processes held the others."""
