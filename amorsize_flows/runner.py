@@ -272,7 +272,8 @@ def _pooled(
     cap_loaded_pools: bool,
 ) -> Iterator[list[Any]]:
     chunks = _chunks(items, plan.chunksize, start_index)
-    # Around the whole map (threads), or around the first submits, where loky forks every worker.
+    # The caller's pools are capped around the whole map (threads, forked workers); its heap is
+    # frozen around the first submits, where loky starts every worker.
     during_map: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     while_forking: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if plan.backend == "threads":
@@ -287,15 +288,19 @@ def _pooled(
         # stay asleep. Capped inside the worker, OpenBLAS re-creates its threads, and they spin
         # for ~0.1 s against the worker's first chunk. Fresh interpreters cap their own.
         # Whatever the dry run read (cap_loaded_pools): from one steady call, 300x300 numpy
-        # products read as one busy thread in 2 fresh dry runs of 8 (the BLAS helper's CPU time
-        # had not reached the clock), and two forked workers then ran two BLAS threads each on
-        # 2 CPUs: 1.2 to 1.4 s for 120 products, 0.3 s capped. The price, where the caller has
-        # loaded OpenBLAS: restoring it after the fork re-creates its threads, which spin about
-        # 0.1 s of CPU while the workers start (3 to 7% of a 0.8 s pure-Python map, in
-        # fresh-process pairs), and which the next dry run waits out (blas_pools.settle).
+        # products read as one busy thread in 2 fresh dry runs of 8, and two forked workers then
+        # ran two BLAS threads each on 2 CPUs: 1.2 to 1.4 s for 120 products, 0.3 s capped.
+        # Restored when the map ends, not once the workers exist: a restore after a fork
+        # re-creates OpenBLAS's threads, which spin about 0.1 s of CPU, against the workers
+        # while they run (a 0.8 s map of costs sorted from 6 ms down took 0.88 to 0.90 of the
+        # time with the cap held to the end, in fresh-process pairs), or after the map, where
+        # the next dry run waits them out (blas_pools.settle). The caller waits for results
+        # meanwhile; its own BLAS work between lazy results runs on its share of the CPUs.
         executor = _process_executor(plan.n_jobs, start_method, func, inner_threads, not forks)
         submit = _process_submitter(executor)
-        while_forking = _forking(forks, inner_threads)
+        while_forking = _heap_frozen()
+        if forks:
+            during_map = blas_pools.capped(inner_threads)
     pending: deque[tuple[int, int, Future[Any]]] = deque()
     window = plan.n_jobs * IN_FLIGHT_PER_WORKER
     finished = False
@@ -322,18 +327,6 @@ def _pooled(
             executor.shutdown(wait=True)
         else:
             _abort(executor, pending, cancel)
-
-
-@contextlib.contextmanager
-def _forking(forks: bool, inner_threads: int) -> Iterator[None]:
-    """What the caller holds while loky starts the workers: a frozen heap, and where they fork,
-    its pools capped."""
-    with _heap_frozen():
-        if not forks:
-            yield
-            return
-        with blas_pools.capped(inner_threads):
-            yield
 
 
 @contextlib.contextmanager
