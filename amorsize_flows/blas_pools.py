@@ -22,11 +22,12 @@ __all__ = ["capped", "native_thread_files", "native_thread_ids", "settle"]
 
 # Polled this often while pool threads spin, and for at most this long: several times the spin
 # measured. A native thread still on a CPU by then is not spinning down but working for good (a
-# library's own worker): the process never waits for it again.
+# library's own worker): the process never waits for that thread again, but still for others,
+# such as the threads OpenBLAS re-creates when a forking map restores its cap.
 SETTLE_POLL_SECONDS = 0.005
 SETTLE_MAX_SECONDS = 0.5
 
-_busy_for_good = False
+_busy_for_good: set[str] = set()  # native ids
 
 
 @contextlib.contextmanager
@@ -40,27 +41,25 @@ def capped(inner_threads: int) -> Iterator[None]:
 
 
 def settle() -> float:
-    """Wait until no native thread of this process is on a CPU, at most SETTLE_MAX_SECONDS, and
-    return the seconds waited: about 0.1 s after numpy work or a forking map, a listing of the
-    process's threads (tens of µs) otherwise."""
-    global _busy_for_good
-    if _busy_for_good:
-        return 0.0
+    """Wait until no native thread of this process is on a CPU, at most SETTLE_MAX_SECONDS
+    (those still there are then never waited for again), and return the seconds waited: about
+    0.1 s after numpy work or a forking map, a listing of the process's threads (tens of µs)
+    otherwise."""
     started = time.monotonic()
-    while _pool_thread_on_cpu():
+    while busy := _pool_threads_on_cpu() - _busy_for_good:
         if time.monotonic() - started >= SETTLE_MAX_SECONDS:
-            _busy_for_good = True
+            _busy_for_good.update(busy)
             break
         time.sleep(SETTLE_POLL_SECONDS)
     return time.monotonic() - started
 
 
-def _pool_thread_on_cpu() -> bool:
-    """Whether a native thread of this process (one Python did not start: a BLAS or OpenMP
-    pool's) is running or waiting for a CPU now."""
-    stats = native_thread_files("stat")
+def _pool_threads_on_cpu() -> set[str]:
+    """The native threads of this process (those Python did not start: BLAS and OpenMP pools')
+    running or waiting for a CPU now."""
+    stats = native_thread_files("stat") or {}
     # The state follows the command name, which may hold spaces.
-    return any(text.rsplit(b")", 1)[-1].split()[:1] == [b"R"] for text in (stats or {}).values())
+    return {task for task, text in stats.items() if text.rsplit(b")", 1)[-1].split()[:1] == [b"R"]}
 
 
 def native_thread_ids(python_threads: Set[str] = frozenset()) -> list[str] | None:

@@ -27,6 +27,7 @@ import amorsize_flows.api as amz_api
 import amorsize_flows.limits as limits_module
 import amorsize_flows.report as amz_report
 import tests.workloads as workloads
+from amorsize_flows import blas_pools
 from amorsize_flows.calibrate import get_calibration
 from amorsize_flows.runner import run_plan
 from tests.markers import SCHEDULING
@@ -672,6 +673,43 @@ def test_a_dry_run_does_not_count_the_spin_of_the_caller_s_blas_threads(earlier:
     # map, once 0.3, planned on threads; 2.0 in 12 of 12 after the caller's own product).
     ratios = json.loads(_run_python(SPINNING_BLAS_SCRIPT, earlier))
     assert all(0.7 < ratio < 1.25 for ratio in ratios), ratios  # under 1: other work ran
+
+
+GIVEN_UP_SCRIPT = textwrap.dedent(
+    """
+    import json, threading, time
+    import numpy as np
+    import amorsize_flows as amz
+    from amorsize_flows import blas_pools
+    from tests.workloads import square
+    matrix = np.ones((400, 400))
+    stop = threading.Event()
+
+    def products():
+        while not stop.is_set():
+            matrix @ matrix
+
+    worker = threading.Thread(target=products)
+    worker.start()
+    time.sleep(0.1)  # its pool is at work
+    given_up = blas_pools.settle()
+    stop.set()
+    worker.join()
+    fork = amz.Plan.fixed("processes", 2, 4, start_method="fork")
+    amz.execute(square, range(40), plan=fork)  # restoring the cap re-creates the pool's threads
+    print(json.dumps([given_up, blas_pools.settle()]))
+    """
+)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a pool of one thread is not capped")
+def test_settle_gives_up_on_a_thread_busy_for_good_but_waits_for_new_ones() -> None:
+    # A pool thread still on a CPU after half a second works for good (here for another Python
+    # thread's products): settle stops waiting for it. It used to stop waiting for any thread,
+    # and the threads a forking map re-creates then spun unseen before every later dry run.
+    given_up, after_map = json.loads(_run_python(GIVEN_UP_SCRIPT))
+    assert given_up >= blas_pools.SETTLE_MAX_SECONDS
+    assert 0.02 < after_map < blas_pools.SETTLE_MAX_SECONDS
 
 
 BLAS_RATIO_SCRIPT = textwrap.dedent(
