@@ -301,6 +301,8 @@ class _Prepared:
     # What the model chose from, when it was free to choose (no plan or setting was fixed).
     situation: Situation | None = None
     options: _Options = _Options()
+    # The dry run's calls along the input, at what each stretch cost (Sample.batches).
+    sampled: list[Batch] = field(default_factory=list)
 
 
 def _prepare(
@@ -408,6 +410,7 @@ def _prepare(
         dry.profile.sample_seconds,
         situation if constraints == Constraints() else None,
         options,
+        dry.batches(),
     )
 
 
@@ -693,7 +696,10 @@ class MapIterator(Iterator[Any]):
             return None
         planned = situation.profile.seconds_per_item
         threshold = REPLAN_FACTOR * planned
-        batches = RisingBatches(Batch(0, self._sampled, planned))
+        first, *later = self._prepared.sampled or [Batch(0, self._sampled, planned)]
+        batches = RisingBatches(first)
+        for batch in later:
+            batches.add(batch)
 
         def replan(done: int, batch_items: int, batch_seconds: float) -> Plan | None:
             nonlocal threshold

@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from .blas_pools import native_thread_ids
 from .gc_pauses import CollectionTime
+from .trend import Batch
 
 __all__ = ["Parallelism", "Profile", "Sample", "function_identity", "sample"]
 
@@ -250,6 +251,23 @@ class Sample:
         meter = self._meter
         return max(0, len(meter.wall) - 1) + sum(calls for _, calls in meter.batches)
 
+    def batches(self) -> list[Batch]:
+        """The dry run's calls as consecutive batches along the input, each at its cost per call:
+        those before the GIL probe at the profile's, then the probe's at what they took on their
+        threads' clocks. A serial plan weighs its own batches after these (trend): on an input
+        sorted by cost, the probe ran 20 to 40 items of a rising cost, and counted at the first
+        calls' cost they hid the rise from the line."""
+        start, done = self._meter.start_index, self._meter.start_index + len(self.results)
+        pairs = self._meter.pairs
+        if not pairs or pairs[-1][0] + pairs[-1][1] != done:  # no probe, or calls ran after it
+            return [Batch(start, done - start, self.profile.seconds_per_item)]
+        first = pairs[0][0]
+        probed = sum(calls * seconds for _, calls, seconds in pairs) / (done - first)
+        return [
+            Batch(start, first - start, self.profile.seconds_per_item),
+            Batch(first, done - first, probed),
+        ]
+
     def extend(self, calls: int) -> int:
         """Run up to ``calls`` more items here, timed one at a time, keep their results and
         measure the profile again (pickling and the GIL share stay as measured). Return how many
@@ -426,6 +444,8 @@ class _Meter:
         # Entered while calls are timed, which leave its pauses out (see gc_pauses).
         self.collections = CollectionTime()
         self.gil_readings: list[tuple[float, bool]] = []  # (share, crowded) of each pair
+        # (first item's index, calls, seconds per call) of each pair that ran calls.
+        self.pairs: list[tuple[int, int, float]] = []
         self.cpu_steady = self.wall_steady = 0.0
         self.usable_cpus = _usable_cpus()  # read once: the ratio is asked after every call
         # Per item, from the probed inputs and results pickled as lists (measure_pickling).
@@ -646,6 +666,8 @@ class _Meter:
         # (other processes hold it, or the scheduler put both threads on one for a while).
         crowded = sum(queued_seconds) >= GIL_PROBE_CROWDED_SHARE * 2 * span
         self.gil_readings.append((share, crowded))
+        if ran:
+            self.pairs.append((self.start_index + self.calls, ran, serial_seconds / ran))
         self.results.extend(results[:ran])
         return items[ran:]
 

@@ -319,6 +319,17 @@ def test_gil_probe_runs_batches_of_short_calls() -> None:
     assert python.gil_share is not None and python.gil_share > 0.6
 
 
+def test_the_gil_probe_s_calls_are_counted_at_their_own_cost_along_the_input() -> None:
+    # Sorted by cost: the probe's calls come after the steady ones and cost more. Counted at the
+    # steady calls' cost, as before, a serial plan's re-plan (trend) found no rise in them.
+    items = [i * 2e-5 for i in range(300)]
+    dry = sample(busy, items, processes_possible=False)
+    steady, probed = dry.batches()
+    assert (steady.first, steady.seconds_per_item) == (0, dry.profile.seconds_per_item)
+    assert probed.first == steady.items and probed.first + probed.items == len(dry.results)
+    assert probed.seconds_per_item > 3 * steady.seconds_per_item
+
+
 def test_gil_probe_stops_when_calls_grow_dearer_and_hands_the_rest_back() -> None:
     # Sorted by cost: the probe, sized from the first 25 µs calls, would take about 80 items,
     # the last at 1.6 ms (about 65 ms in all). Its deadline stops it at twice its budget (4 ms).
