@@ -119,8 +119,9 @@ def detect(
     - the ``max_workers`` argument.
 
     Memory is the smallest of the cgroup limit minus its current usage (v2 ``memory.max`` or v1
-    ``memory.limit_in_bytes``), the available memory (``MemAvailable``, or psutil's estimate), a Dask worker's ``memory_limit`` minus
-    the worker's memory, ``AMORSIZE_MEMORY_LIMIT`` and the ``memory_limit`` argument.
+    ``memory.limit_in_bytes``), the available memory (``MemAvailable``, or psutil's estimate), a
+    Dask worker's ``memory_limit`` minus the worker's memory, ``AMORSIZE_MEMORY_LIMIT`` and the
+    ``memory_limit`` argument.
 
     Args:
         max_workers: a cap on CPUs set by the caller.
