@@ -480,7 +480,7 @@ def _decide_within(
     made = _decide(func, situation, constraints, identity, source)
     if made.backend == "serial" or not situation.limits.upper_bound:
         return situation, made
-    situation = replace(situation, limits=_all_limits(situation.limits, options))
+    situation = replace(situation, limits=_read_limits(options))
     return situation, _decide(func, situation, constraints, identity, source)
 
 
@@ -490,11 +490,6 @@ def _read_limits(options: _Options, *, read_cgroups: bool = True) -> WorkerLimit
         memory_limit=options.memory_limit,
         read_cgroups=read_cgroups,
     )
-
-
-def _all_limits(limits: WorkerLimits, options: _Options) -> WorkerLimits:
-    """``limits`` if nothing was left unread, else every limit read now."""
-    return _read_limits(options) if limits.upper_bound else limits
 
 
 def _decide(
@@ -730,7 +725,6 @@ class MapIterator(Iterator[Any]):
                 situation,
                 profile=profile,
                 calibration=situation.calibration or get_calibration(),
-                limits=_all_limits(situation.limits, self._prepared.options),
                 n_remaining=n_items - done,
                 spent_seconds=time.perf_counter() - self._started,
                 parent_warm=True,  # the caller has run the function: forked workers inherit that
@@ -738,7 +732,9 @@ class MapIterator(Iterator[Any]):
                 min_gain=MIN_GAIN,  # calls measured slower now, not a record's noise
             )
             identity = (self.plan.function, self.plan.function_digest)
-            plan = _decide(self._func, later, Constraints(), identity)
+            _, plan = _decide_within(
+                self._func, later, Constraints(), identity, self._prepared.options
+            )
             if plan.backend == "serial":
                 return None
             plan = plan.with_changes(
