@@ -11,7 +11,8 @@ Usage (from the repository root)::
     python -m benchmarks.run_core --shapes cpu,io      # some shapes only
     python -m benchmarks.run_core --quick              # 1 repeat, a smaller grid, no files written
 
-Results go to ``benchmarks/results/core.md`` and ``core.png`` (``--output`` moves them).
+Results go to ``benchmarks/results/core.md``, ``core.png`` and ``core-rounds.json`` (every run's
+seconds, round by round; ``--output`` moves them).
 """
 
 from __future__ import annotations
@@ -444,7 +445,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         target.mkdir(parents=True, exist_ok=True)
         (target / "core.md").write_text(core_report.markdown(summaries, results, facts))
         core_report.chart(summaries, target / "core.png")
-        print(f"wrote {output / 'core.md'} and {output / 'core.png'}")
+        # Every run's seconds in round order (null: failed), for analyses the report does not make.
+        rounds = {
+            shape: {config: runs.by_round for config, runs in shape_runs.items()}
+            for shape, shape_runs in results.items()
+        }
+        (target / "core-rounds.json").write_text(json.dumps({"git": git, "rounds": rounds}) + "\n")
+        print(
+            f"wrote {output / 'core.md'}, {output / 'core.png'} and {output / 'core-rounds.json'}"
+        )
     return 0 if all(summary.bar_holds for summary in summaries) else 2
 
 
