@@ -67,6 +67,9 @@ SWITCH_FROM_SERIAL_SPEEDUP = 1.5
 # A batch shorter than this cannot show work worth a pool (none starts that fast), and its clock
 # readings are mostly the batch's own bookkeeping.
 REPLAN_MIN_SECONDS = 1e-3
+# Serial calls planned at least this long are each followed by a clock reading (0.1 µs), so that
+# a batch whose calls prove slow is weighed again at once instead of running on (Replanner.alarm).
+WATCHED_CALL_SECONDS = 1e-5
 
 
 @dataclass(frozen=True)
@@ -684,69 +687,18 @@ class MapIterator(Iterator[Any]):
         self._chunks.close()
 
     def _replanner(self, stack: contextlib.ExitStack) -> Replanner | None:
-        """For a serial plan the model chose: once calls run REPLAN_FACTOR times slower than the
-        dry run measured, weigh the rest again from what the serial batches measured."""
-        situation, n_items = self._prepared.situation, self._prepared.n_items
-        if self.plan.backend != "serial" or situation is None or n_items is None:
+        """For a serial plan the model chose, the :class:`_SerialReplanner` that may switch it."""
+        prepared = self._prepared
+        if self.plan.backend != "serial" or prepared.situation is None or prepared.n_items is None:
             return None
-        planned = situation.profile.seconds_per_item
-        threshold = REPLAN_FACTOR * planned
-        first, *later = self._prepared.sampled or [Batch(0, self._sampled, planned)]
-        batches = RisingBatches(first)
-        for batch in later:
-            batches.add(batch)
 
-        def replan(done: int, batch_items: int, batch_seconds: float) -> Plan | None:
-            nonlocal threshold
-            if done == batch_items and not self._sampled:
-                # The process's first call, which a dry run would have timed apart: its warm-up
-                # (a model loaded lazily) says nothing of the rest. Planned from a record, the
-                # retraining flow's first feature took 6.9 ms against 1.5 planned, and the rest
-                # went to loky workers: 3.4 s where serial took 2.0.
-                batch_seconds = max(0.0, batch_seconds - situation.profile.warmup_seconds)
-            seconds_per_item = batch_seconds / batch_items
-            batches.add(Batch(done - batch_items, batch_items, seconds_per_item))
-            slow = seconds_per_item >= threshold and batch_seconds >= REPLAN_MIN_SECONDS
-            if not slow or done >= n_items:
-                return None
-            threshold = REPLAN_AGAIN * seconds_per_item
-            stats = self._stats
-            # Not the mean of all batches: where calls grow along the input (sorted by size),
-            # the latest, and the trend, tell most about the rest.
-            rest = batches.rest_seconds_per_item(n_items)
-            profile = replace(
-                situation.profile,
-                seconds_per_item=rest,
-                cpu_seconds_per_item=rest * stats.cpu_seconds / stats.compute_seconds,
-                # Calls this far from what the dry run saw vary at least as much as they cost.
-                seconds_stdev=max(situation.profile.seconds_stdev, rest),
-            )
-            later = replace(
-                situation,
-                profile=profile,
-                calibration=situation.calibration or get_calibration(),
-                n_remaining=n_items - done,
-                spent_seconds=time.perf_counter() - self._started,
-                parent_warm=True,  # the caller has run the function: forked workers inherit that
-                fork_safe=fork_is_safe(),
-                min_gain=MIN_GAIN,  # calls measured slower now, not a record's noise
-            )
-            identity = (self.plan.function, self.plan.function_digest)
-            _, plan = _decide_within(
-                self._func, later, Constraints(), identity, self._prepared.options
-            )
-            if plan.backend == "serial":
-                return None
-            plan = plan.with_changes(
-                reason=f"Re-planned after {done} items (planned for {duration_text(planned)} "
-                f"a call). {plan.reason}"
-            )
-            log.info("amorsize: %s: %s", plan.function, plan.reason)
+        def adopt(plan: Plan) -> None:
             stack.enter_context(_sigterm_cancels(plan.backend == "processes"))
             self.plan = plan
-            return plan
 
-        return replan
+        return _SerialReplanner(
+            self._func, prepared, self._sampled, self._stats, self._started, adopt
+        )
 
     def _generate(self) -> Generator[list[Any], None, None]:
         prepared = self._prepared
@@ -787,6 +739,86 @@ class MapIterator(Iterator[Any]):
                 record.achieved_speedup,
                 self.plan.estimated_speedup,
             )
+
+
+class _SerialReplanner:
+    """Weighs a serial plan the model chose again, once calls run REPLAN_FACTOR times slower than
+    the dry run measured, from what the serial batches measured; a parallel plan it makes is
+    handed to ``adopt`` and run instead."""
+
+    def __init__(
+        self,
+        func: Callable[[Any], Any],
+        prepared: _Prepared,
+        sampled: int,
+        stats: RunStats,
+        started: float,
+        adopt: Callable[[Plan], None],
+    ) -> None:
+        assert prepared.situation is not None and prepared.n_items is not None
+        self._func, self._prepared, self._sampled = func, prepared, sampled
+        self._stats, self._started, self._adopt = stats, started, adopt
+        self._situation, self._n_items = prepared.situation, prepared.n_items
+        self._planned = self._situation.profile.seconds_per_item
+        self._threshold = REPLAN_FACTOR * self._planned
+        first, *later = prepared.sampled or [Batch(0, sampled, self._planned)]
+        self._batches = RisingBatches(first)
+        for batch in later:
+            self._batches.add(batch)
+
+    def alarm(self) -> tuple[float, float] | None:
+        """Calls so slow that their batch is weighed at once (see Replanner.alarm)."""
+        if self._planned < WATCHED_CALL_SECONDS:
+            return None
+        return self._threshold, REPLAN_MIN_SECONDS
+
+    def __call__(self, done: int, batch_items: int, batch_seconds: float) -> Plan | None:
+        situation = self._situation
+        if done == batch_items and not self._sampled:
+            # The process's first call, which a dry run would have timed apart: its warm-up
+            # (a model loaded lazily) says nothing of the rest. Planned from a record, the
+            # retraining flow's first feature took 6.9 ms against 1.5 planned, and the rest
+            # went to loky workers: 3.4 s where serial took 2.0.
+            batch_seconds = max(0.0, batch_seconds - situation.profile.warmup_seconds)
+        seconds_per_item = batch_seconds / batch_items
+        self._batches.add(Batch(done - batch_items, batch_items, seconds_per_item))
+        slow = seconds_per_item >= self._threshold and batch_seconds >= REPLAN_MIN_SECONDS
+        if not slow or done >= self._n_items:
+            return None
+        self._threshold = REPLAN_AGAIN * seconds_per_item
+        stats = self._stats
+        # Not the mean of all batches: where calls grow along the input (sorted by size),
+        # the latest, and the trend, tell most about the rest.
+        rest = self._batches.rest_seconds_per_item(self._n_items)
+        profile = replace(
+            situation.profile,
+            seconds_per_item=rest,
+            cpu_seconds_per_item=rest * stats.cpu_seconds / stats.compute_seconds,
+            # Calls this far from what the dry run saw vary at least as much as they cost.
+            seconds_stdev=max(situation.profile.seconds_stdev, rest),
+        )
+        later = replace(
+            situation,
+            profile=profile,
+            calibration=situation.calibration or get_calibration(),
+            n_remaining=self._n_items - done,
+            spent_seconds=time.perf_counter() - self._started,
+            parent_warm=True,  # the caller has run the function: forked workers inherit that
+            fork_safe=fork_is_safe(),
+            min_gain=MIN_GAIN,  # calls measured slower now, not a record's noise
+        )
+        serial = self._prepared.plan
+        identity = (serial.function, serial.function_digest)
+        _, plan = _decide_within(self._func, later, Constraints(), identity, self._prepared.options)
+        if plan.backend == "serial":
+            return None
+        plan = plan.with_changes(
+            reason=f"Re-planned after {done} items (planned for {duration_text(self._planned)} "
+            f"a call). {plan.reason}"
+        )
+        log.info("amorsize: %s: %s", plan.function, plan.reason)
+        self._adopt(plan)
+        return plan
 
 
 class _ProgressBar(tqdm):

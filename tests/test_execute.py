@@ -299,14 +299,21 @@ def test_serial_map_continues_the_dry_runs_results(n_items: int, options: dict) 
 @SCHEDULING
 def test_serial_plan_turns_parallel_when_later_items_cost_far_more() -> None:
     # The dry run sees cheap items; the rest cost 150 times more (a skewed input whose slow
-    # items come later, an input sorted by size): the serial batches notice, and the rest runs
-    # in processes.
+    # items come later, an input sorted by size): the serial batches notice, at the first slow
+    # call they meet, and the rest runs in processes.
     items = [2e-5] * 30 + [3e-3] * 200
     outcome = amz.run(busy_where, items)
     assert [seconds for seconds, _ in outcome.results] == items
     assert outcome.plan.backend == "processes", (outcome.plan.reason, outcome.plan.candidates[:3])
     assert outcome.plan.reason.startswith("Re-planned after")
     assert {pid for _, pid in outcome.results} - {os.getpid()}
+    # 4 or 5 here, from the dry run; 36 to 38 when batches were weighed only once they ended.
+    slow_here = [
+        i
+        for i, (seconds, pid) in enumerate(outcome.results)
+        if seconds == 3e-3 and pid == os.getpid()
+    ]
+    assert len(slow_here) <= 8, slow_here
     assert outcome.record.backend == "processes"
     assert outcome.record.startup_seconds > 0  # the workers' own start, for the next run
 
@@ -369,17 +376,41 @@ def test_a_long_serial_map_is_checked_early_then_runs_its_bulk_in_one_stretch() 
     # stretch's. From a 500-item dry run, 300k items were checked up to item 171k before (57%
     # of them batched); the checks now end within the first quarter.
     items = list(range(300_000))
-    checked: list[int] = []
-
-    def never_replan(index: int, done: int, seconds: float) -> None:
-        checked.append(index)
-
+    replanner = _Watching(alarm=None)
     rest = iter(items)
     dry_run = [square(x) for x in itertools.islice(rest, 500)]
     plan = amz.Plan.fixed("serial")
-    chunks = list(run_plan(plan, square, rest, start_index=500, into=dry_run, replan=never_replan))
+    chunks = list(run_plan(plan, square, rest, start_index=500, into=dry_run, replan=replanner))
     assert chunks == [[x * x for x in items]]
+    checked = [done for done, _ in replanner.told]
     assert checked and max(checked) <= len(items) // 4, checked
+
+
+def test_a_serial_batch_whose_calls_prove_slow_ends_there_to_be_weighed() -> None:
+    # Asked to be told once calls take 1 ms each, 2 ms in all: the batch of 16 that meets the
+    # first 3 ms call ends after it (it ran all 16 before, weighed only at the end).
+    items = [0.0] * 8 + [3e-3] * 8 + [0.0] * 100
+    replanner = _Watching(alarm=(1e-3, 2e-3))
+    rest = iter(items)
+    dry_run = [busy(x) for x in itertools.islice(rest, 4)]
+    plan = amz.Plan.fixed("serial")
+    chunks = list(run_plan(plan, busy, rest, start_index=4, into=dry_run, replan=replanner))
+    assert chunks == [items]
+    assert replanner.told[:2] == [(8, 4), (9, 1)], replanner.told
+
+
+class _Watching:
+    """A replanner that never switches, and keeps what it was told: (items done, batch items)."""
+
+    def __init__(self, alarm: tuple[float, float] | None) -> None:
+        self._alarm = alarm
+        self.told: list[tuple[int, int]] = []
+
+    def alarm(self) -> tuple[float, float] | None:
+        return self._alarm
+
+    def __call__(self, done: int, batch_items: int, batch_seconds: float) -> None:
+        self.told.append((done, batch_items))
 
 
 @pytest.mark.parametrize(
