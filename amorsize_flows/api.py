@@ -778,7 +778,10 @@ class _SerialReplanner:
             # The process's first call, which a dry run would have timed apart: its warm-up
             # (a model loaded lazily) says nothing of the rest. Planned from a record, the
             # retraining flow's first feature took 6.9 ms against 1.5 planned, and the rest
-            # went to loky workers: 3.4 s where serial took 2.0.
+            # went to loky workers: 3.4 s where serial took 2.0. Alone in its batch it is all
+            # warm-up, however much longer than the record's it took.
+            if batch_items == 1:
+                return None
             batch_seconds = max(0.0, batch_seconds - situation.profile.warmup_seconds)
         seconds_per_item = batch_seconds / batch_items
         self._batches.add(Batch(done - batch_items, batch_items, seconds_per_item))

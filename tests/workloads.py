@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 _model: dict[str, int] | None = None
+MODEL_LOAD_SECONDS = 0.05
 
 
 def square(x: int) -> int:
@@ -109,7 +110,7 @@ def with_model(x: int) -> int:
     """A model loaded lazily on the first call in each process, then quick calls."""
     global _model
     if _model is None:
-        time.sleep(0.05)
+        time.sleep(MODEL_LOAD_SECONDS)
         _model = {"offset": 1}
     return x + _model["offset"]
 
