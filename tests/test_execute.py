@@ -35,6 +35,7 @@ from tests.workloads import (
     append_to,
     busy,
     busy_then_append_to,
+    busy_when,
     busy_where,
     die_on,
     fail_on,
@@ -403,6 +404,21 @@ def test_a_serial_batch_whose_calls_prove_slow_ends_there_to_be_weighed() -> Non
     chunks = list(run_plan(plan, busy, rest, start_index=4, into=dry_run, replan=replanner))
     assert chunks == [items]
     assert replanner.told[:2] == [(8, 4), (9, 1)], replanner.told
+
+
+def test_a_slow_chunk_does_not_leave_the_other_workers_without_chunks() -> None:
+    # Results are yielded in order, so chunks after a slow one wait to be yielded. With 4 chunks
+    # in flight per worker, the other worker ran 7 more and then waited out the slow one; small
+    # measured items allow 64 each, and it goes on with the map.
+    items = [0.001] * 20 + [0.3] + [0.001] * 300
+    outcome = amz.run(busy_when, items, backend="processes", n_jobs=2, chunksize=1)
+    slow_pid, slow_start, slow_end = outcome.results[20]
+    meanwhile = [
+        index
+        for index, (pid, _, end) in enumerate(outcome.results)
+        if pid != slow_pid and slow_start < end < slow_end
+    ]
+    assert len(meanwhile) >= 30, meanwhile
 
 
 class _Watching:

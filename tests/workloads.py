@@ -47,6 +47,13 @@ def busy_where(seconds: float) -> tuple[float, int]:
     return busy(seconds), os.getpid()
 
 
+def busy_when(seconds: float) -> tuple[int, float, float]:
+    """busy(), and the process it ran in, its start and its end (monotonic, machine-wide)."""
+    started = time.monotonic()
+    busy(seconds)
+    return os.getpid(), started, time.monotonic()
+
+
 def record_collecting_at(x: int, at: int = 5_000) -> dict[str, int]:
     """A cheap dict per item; item ``at`` first runs a full garbage collection, as allocations
     made long before can make any call do."""
