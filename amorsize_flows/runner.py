@@ -375,9 +375,8 @@ def _in_flight_per_worker(plan: Plan) -> int:
     """How many chunks each worker may have submitted and not yet yielded (see
     IN_FLIGHT_PER_WORKER): as many as the plan's measured items and results fit in
     IN_FLIGHT_BYTES_PER_WORKER, within bounds; the least where their sizes are unknown."""
-    item_bytes = plan.profile.get("bytes_in_per_item", 0.0) + plan.profile.get(
-        "bytes_out_per_item", 0.0
-    )
+    profile = plan.profile
+    item_bytes = profile.get("bytes_in_per_item", 0.0) + profile.get("bytes_out_per_item", 0.0)
     if item_bytes <= 0:
         return IN_FLIGHT_PER_WORKER
     fitting = int(IN_FLIGHT_BYTES_PER_WORKER / (plan.chunksize * item_bytes))
