@@ -334,7 +334,7 @@ def test_a_re_plan_expects_calls_that_grow_along_the_input_to_keep_growing() -> 
         outcome = amz.run(busy, items)
         assert outcome.results == items
         match = re.match(r"Re-planned after (\d+) items", outcome.plan.reason)
-        assert match, outcome.plan.reason
+        assert match, (outcome.plan.reason, outcome.plan.candidates[:3], threading.active_count())
         costliest_run_serially = scale * items[int(match[1]) - 1]
         expected = outcome.plan.to_dict()["profile"]["seconds_per_item"]
         if expected > 2 * costliest_run_serially:
