@@ -332,11 +332,13 @@ def test_the_gil_probe_s_calls_are_counted_at_their_own_cost_along_the_input() -
 
 def test_gil_probe_stops_when_calls_grow_dearer_and_hands_the_rest_back() -> None:
     # Sorted by cost: the probe, sized from the first 25 µs calls, would take about 80 items,
-    # the last at 1.6 ms (about 65 ms in all). Its deadline stops it at twice its budget (4 ms).
+    # the last at 1.6 ms (about 65 ms in all). Its deadline stops a pair at twice its budget
+    # (4 ms): about 20 items for the first pair, 7 to 10 for the second the probe needs here,
+    # and as many for a third where a pair found the CPUs crowded.
     items = [2.5e-5] * 4 + [i * 2e-5 for i in range(1, 300)]
     dry = sample(busy, items, sample_size=3, processes_possible=False)
     assert dry.profile.gil_share is not None
-    assert len(dry.results) < 40
+    assert len(dry.results) < 60
     assert dry.results + list(dry.rest) == items
 
 

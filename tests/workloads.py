@@ -18,27 +18,17 @@ def square(x: int) -> int:
     return x * x
 
 
-def _spin(iterations: int) -> int:
-    total = 0
-    for step in range(iterations):
-        total += step
-    return total
-
-
-def _iterations_per_second() -> float:
-    started = time.process_time()
-    _spin(200_000)
-    return 200_000 / max(time.process_time() - started, 1e-6)
-
-
-# A fixed amount of work, not a clock watched until it runs out: the same in every process and
-# on every backend (two threads watching the process's CPU clock would both stop early).
-_ITERATIONS_PER_SECOND = _iterations_per_second()
-
-
 def busy(seconds: float) -> float:
-    """Burn about ``seconds`` of CPU in pure Python, holding the GIL."""
-    _spin(int(seconds * _ITERATIONS_PER_SECOND))
+    """Burn ``seconds`` of this thread's CPU time in pure Python, holding the GIL.
+
+    Watched on the thread's own CPU clock, not a fixed amount of work: this host's CPUs run at
+    times twice as fast as at others (a 3 ms call of fixed work took 1.3 to 4 ms), and tests of
+    thresholds need calls to cost what they say. Two threads each watch their own clock, and a
+    thread waiting for the GIL or for a CPU does not advance it."""
+    deadline = time.thread_time() + seconds
+    while time.thread_time() < deadline:
+        for _ in range(20):  # a clock reading every microsecond or so, each costing about as much
+            pass
     return seconds
 
 
