@@ -796,7 +796,7 @@ class _SerialReplanner:
         profile = replace(
             situation.profile,
             seconds_per_item=rest,
-            cpu_seconds_per_item=rest * stats.cpu_seconds / stats.compute_seconds,
+            cpu_seconds_per_item=rest * stats.cpu_ratio,
             # Calls this far from what the dry run saw vary at least as much as they cost.
             seconds_stdev=max(situation.profile.seconds_stdev, rest),
         )
@@ -898,17 +898,21 @@ def _serial_cost_per_call(
     leave the CPUs to the other threads, and their few microseconds of CPU, scaled up by a small
     share, would be noise. Nor for calls that run threads of their own (BLAS), whose CPU the
     calling thread's clock does not see.
+
+    Elsewhere, as in the dry run, the CPU seconds count the calls' waits for a CPU (run_queue):
+    on a busy node a serial run's calls would otherwise read as waiting, and the next run from
+    this record would plan threads that have no CPU to run on.
     """
     per_item = stats.compute_seconds / stats.items
-    cpu_per_item = stats.cpu_seconds / stats.items
     if (
         plan.backend == "threads"
         and profile is not None
         and profile.busy
         and not profile.runs_own_threads
     ):
-        per_item = min(per_item, cpu_per_item / profile.cpu_ratio)
-    return per_item, cpu_per_item
+        cpu_per_item = stats.cpu_seconds / stats.items
+        return min(per_item, cpu_per_item / profile.cpu_ratio), cpu_per_item
+    return per_item, per_item * stats.cpu_ratio
 
 
 def _record(

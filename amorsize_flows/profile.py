@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from .blas_pools import native_thread_ids
 from .gc_pauses import CollectionTime
+from .run_queue import queued_seconds
 from .trend import Batch
 
 __all__ = ["Parallelism", "Profile", "Sample", "function_identity", "sample"]
@@ -156,8 +157,9 @@ class Profile:
         first_call_seconds: the first call, warm-up (lazy imports, a model loaded) included.
         seconds_per_item: mean wall seconds of a call after the first.
         seconds_stdev: their standard deviation (skew makes a slow tail).
-        cpu_seconds_per_item: mean CPU seconds of the process per call; far below the wall time
-            means waiting (I/O), far above means the function runs threads of its own (BLAS).
+        cpu_seconds_per_item: mean CPU seconds of the process per call, a wait for a CPU held
+            by other processes counted as CPU time (threads could not overlap it); far below
+            the wall time means waiting (I/O), far above means threads of its own (BLAS).
         single_thread_seconds: for such a function, a call with its threads capped to one
             (0 when not measured).
         gil_share: the share of a busy call that holds the GIL, measured by two calls at once on
@@ -448,6 +450,7 @@ class _Meter:
         # (first item's index, calls, seconds per call) of each pair that ran calls.
         self.pairs: list[tuple[int, int, float]] = []
         self.cpu_steady = self.wall_steady = 0.0
+        self.queued_steady = 0.0  # of the wall time: waiting for a CPU (run_queue)
         self.usable_cpus = _usable_cpus()  # read once: the ratio is asked after every call
         # Per item, from the probed inputs and results pickled as lists (measure_pickling).
         self.bytes_in = self.bytes_out = self.pickle_in = self.pickle_out = 0.0
@@ -461,7 +464,8 @@ class _Meter:
         # call, CPU time can be below the clock's resolution. None between stretches.
         self._clock = _FunctionClock()
         self._wall_mark: float | None = None
-        self._cpu_before = self._wall_before = 0.0  # of the stretches closed so far
+        self._queued_mark = 0.0
+        self._cpu_before = self._wall_before = self._queued_before = 0.0  # of stretches closed
 
     @property
     def calls(self) -> int:
@@ -511,10 +515,12 @@ class _Meter:
 
     @property
     def cpu_ratio(self) -> float:
-        """CPU per wall second over the steady calls: per call, CPU time is below resolution."""
-        if self.wall_steady < MIN_RATIO_SECONDS:
+        """CPU per wall second over the steady calls (per call, CPU time is below resolution),
+        leaving out the wall seconds spent waiting for a CPU: no wait threads could overlap."""
+        running = self.wall_steady - self.queued_steady
+        if running < MIN_RATIO_SECONDS:
             return 1.0  # too short to tell: assume one busy thread, the common case
-        ratio = self.cpu_steady / self.wall_steady
+        ratio = self.cpu_steady / running
         if ratio > CPU_CLOCK_SLACK * self.usable_cpus:
             return 1.0  # impossible: assume one busy thread, as above
         return ratio
@@ -549,17 +555,20 @@ class _Meter:
             # A call quicker than CHEAP_CALL_SECONDS, its warm-up included, wakes no pool of
             # threads: the clock need not list them (tens of µs in a fresh process).
             self._clock.start(native_threads=not self.wall or self.wall[0] >= CHEAP_CALL_SECONDS)
+            self._queued_mark = queued_seconds()
             self._wall_mark = time.perf_counter()
 
     def _read_stretch(self) -> None:
         assert self._wall_mark is not None
         self.cpu_steady = self._cpu_before + self._clock.seconds()
         self.wall_steady = self._wall_before + time.perf_counter() - self._wall_mark
+        self.queued_steady = self._queued_before + queued_seconds() - self._queued_mark
 
     def close_stretch(self) -> None:
         """The steady calls pause here: what happens until the next one (deciding a plan, which
         may measure the machine) is not the function's, and its CPU ratio must not count it."""
         self._cpu_before, self._wall_before = self.cpu_steady, self.wall_steady
+        self._queued_before = self.queued_steady
         self._wall_mark = None
 
     def call_batch(self, batch: list[Any]) -> None:
@@ -604,7 +613,7 @@ class _Meter:
         deadline = [math.inf]
 
         cpu_seconds: list[float] = []  # of each thread: a thread waiting for the GIL uses none
-        queued_seconds: list[float] = []  # of each thread: runnable, but no CPU was free
+        queued: list[float] = []  # of each thread: runnable, but no CPU was free
 
         def run(queued_before: float, cpus: set[int] | None = None) -> None:
             started = time.thread_time()
@@ -615,7 +624,7 @@ class _Meter:
                 take_and_call()
             finally:
                 cpu_seconds.append(time.thread_time() - started)
-                queued_seconds.append(_queued_seconds() - queued_before)
+                queued.append(queued_seconds() - queued_before)
 
         def take_and_call() -> None:
             # next() on a count is atomic under the GIL, and a position taken is run: the items
@@ -643,7 +652,7 @@ class _Meter:
         # pairs after the process had slept or waited on a map's workers (a woken thread goes
         # where its waker runs, and an idle CPU does not pull it at once): the two threads are
         # kept on different CPUs while they run.
-        queued_before = _queued_seconds()
+        queued_before = queued_seconds()
         here, elsewhere = _cpus_apart()
         with _this_thread_on(here):
             other = threading.Thread(target=run, args=(0.0, elsewhere))
@@ -665,7 +674,7 @@ class _Meter:
         share = min(1.0, max(0.0, 2 * span / serial_seconds - 1.0)) if serial_seconds else 1.0
         # Calls that release the GIL take turns all the same where the threads find no free CPU
         # (other processes hold it, or the scheduler put both threads on one for a while).
-        crowded = sum(queued_seconds) >= GIL_PROBE_CROWDED_SHARE * 2 * span
+        crowded = sum(queued) >= GIL_PROBE_CROWDED_SHARE * 2 * span
         self.gil_readings.append((share, crowded))
         if ran:
             self.pairs.append((self.start_index + self.calls, ran, serial_seconds / ran))
@@ -916,21 +925,6 @@ def _this_thread_on(cpus: set[int] | None) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, allowed)
-
-
-def _queued_seconds() -> float:
-    """Seconds this thread has been runnable while no CPU was free for it: the second field of
-    Linux's /proc/thread-self/schedstat, in nanoseconds. 0.0 where the kernel does not say."""
-    try:
-        descriptor = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
-    except OSError:
-        return 0.0
-    try:
-        return int(os.read(descriptor, 128).split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
-    finally:
-        os.close(descriptor)
 
 
 def _stdev(values: list[float]) -> float:

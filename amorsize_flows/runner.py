@@ -39,6 +39,7 @@ from threadpoolctl import threadpool_limits
 from . import blas_pools
 from .errors import MapCancelledError, WorkerDiedError
 from .gc_pauses import CollectionTime
+from .run_queue import queued_seconds
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -99,6 +100,7 @@ class RunStats:
     items: int = 0
     compute_seconds: float = 0.0
     cpu_seconds: float = 0.0
+    queued_seconds: float = 0.0  # of compute_seconds: waiting for a CPU (run_queue)
     startup_seconds: float = 0.0
     started_at: float = field(default_factory=time.perf_counter)
     finished_at: float = 0.0
@@ -111,7 +113,9 @@ class RunStats:
         self._workers_started_at = time.perf_counter()
         self._first_result = True
 
-    def add_chunk(self, n_items: int, compute_seconds: float, cpu_seconds: float) -> None:
+    def add_chunk(
+        self, n_items: int, compute_seconds: float, cpu_seconds: float, queued_seconds: float
+    ) -> None:
         if self._first_result:
             self._first_result = False
             waited = time.perf_counter() - (self._workers_started_at or self.started_at)
@@ -119,6 +123,14 @@ class RunStats:
         self.items += n_items
         self.compute_seconds += compute_seconds
         self.cpu_seconds += cpu_seconds
+        self.queued_seconds += queued_seconds
+
+    @property
+    def cpu_ratio(self) -> float:
+        """CPU seconds per second of the calls' wall time not spent waiting for a CPU, as the
+        dry run reads it (run_queue); 1.0 before any call was timed."""
+        running = self.compute_seconds - self.queued_seconds
+        return self.cpu_seconds / running if running > 0 else 1.0
 
 
 def fork_is_safe() -> bool:
@@ -234,12 +246,13 @@ def _serial(
             batch = items if last else itertools.islice(items, size)
             alarm = None if last or replan is None else replan.alarm()
             started, cpu_before = time.perf_counter(), time.process_time()
-            collected_before = collections.seconds
+            collected_before, queued_before = collections.seconds, queued_seconds()
             done = _extend(results, func, batch, index, alarm)
             if done == 0:
                 break
             elapsed = time.perf_counter() - started
-            stats.add_chunk(done, elapsed, time.process_time() - cpu_before)
+            queued = queued_seconds() - queued_before
+            stats.add_chunk(done, elapsed, time.process_time() - cpu_before, queued)
             index += done
             if on_chunk is not None:
                 on_chunk(done)
@@ -353,8 +366,8 @@ def _pooled(
                     pending.append((first, len(chunk), submit(first, chunk)))
             while pending:
                 first, size, future = pending.popleft()
-                results, compute, cpu = _collect(future, first, size, cancel, plan)
-                stats.add_chunk(size, compute, cpu)
+                results, compute, cpu, queued = _collect(future, first, size, cancel, plan)
+                stats.add_chunk(size, compute, cpu, queued)
                 if on_chunk is not None:
                     on_chunk(size)
                 for first_next, chunk in itertools.islice(chunks, 1):
@@ -432,7 +445,7 @@ def _worker_deaths(first: int, last: int) -> Iterator[None]:
 
 def _collect(
     future: Future[Any], first: int, size: int, cancel: threading.Event | None, plan: Plan
-) -> tuple[list[Any], float, float]:
+) -> tuple[list[Any], float, float, float]:
     while not future.done():
         if cancel is not None and cancel.is_set():
             raise MapCancelledError(f"the map was cancelled while items {first}.. were running")
@@ -445,8 +458,8 @@ def _collect(
         if remote_traceback:
             raised.add_note(f"Traceback in the worker:\n{remote_traceback}")
         raise raised
-    _, results, compute, cpu = outcome
-    return results, compute, cpu
+    _, results, compute, cpu, queued = outcome
+    return results, compute, cpu, queued
 
 
 def _abort(
@@ -468,14 +481,15 @@ def _abort(
 def _run_chunk(
     func: Callable[[Any], Any], first: int, chunk: list[Any], cancel: threading.Event | None = None
 ) -> tuple[Any, ...]:
-    """Run one chunk; return ("ok", results, wall, cpu) or ("error", index, error, traceback)."""
+    """Run one chunk; return ("ok", results, wall, cpu, queued for a CPU) or ("error", index,
+    error, traceback)."""
     results = []
     clock = (
         time.thread_time
         if threading.current_thread() is not threading.main_thread()
         else time.process_time
     )
-    cpu_before = clock()
+    cpu_before, queued_before = clock(), queued_seconds()
     started = time.perf_counter()
     for offset, item in enumerate(chunk):
         if cancel is not None and cancel.is_set():
@@ -484,7 +498,8 @@ def _run_chunk(
             results.append(func(item))
         except Exception as error:
             return ("error", first + offset, error, "")
-    return ("ok", results, time.perf_counter() - started, clock() - cpu_before)
+    wall = time.perf_counter() - started
+    return ("ok", results, wall, clock() - cpu_before, queued_seconds() - queued_before)
 
 
 def _thread_submitter(

@@ -72,3 +72,20 @@ def _native_threads_cpu_seconds() -> float:
 
     files = blas_pools.native_thread_files("schedstat") or {}
     return sum(int(text.split()[0]) for text in files.values() if text[:1].isdigit()) / 1e9
+
+
+@pytest.fixture
+def one_cpu_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A faked cgroup v2 tree whose quota gives this process one CPU of the two it may run on."""
+    from amorsize_flows import limits  # imported late: see AMORSIZE_CACHE_DIR above
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs in the affinity mask")
+    root = tmp_path / "cgroup"
+    (root / "pod").mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu memory")
+    (root / "pod" / "cpu.max").write_text("100000 100000")
+    (tmp_path / "proc" / "self").mkdir(parents=True)
+    (tmp_path / "proc" / "self" / "cgroup").write_text("0::/pod\n")
+    monkeypatch.setattr(limits, "PROC_ROOT", str(tmp_path / "proc"))
+    monkeypatch.setattr(limits, "CGROUP_ROOT", str(root))

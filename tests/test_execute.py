@@ -24,7 +24,6 @@ import pytest
 
 import amorsize_flows as amz
 import amorsize_flows.api as amz_api
-import amorsize_flows.limits as limits_module
 import amorsize_flows.report as amz_report
 import tests.workloads as workloads
 from amorsize_flows import blas_pools
@@ -212,21 +211,6 @@ def test_a_plan_in_doubt_is_made_from_more_calls_each_run_once(
     assert amz_api.DOUBT_STEADY_CALLS < sampled <= amz_api.DOUBT_SHARE * 400
     assert run.results == list(range(400))
     assert sorted(map(int, log.read_text().split())) == list(range(400))  # each item ran once
-
-
-@pytest.fixture
-def one_cpu_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A faked cgroup v2 tree whose quota gives this process one CPU of the two it may run on."""
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("needs two CPUs in the affinity mask")
-    root = tmp_path / "cgroup"
-    (root / "pod").mkdir(parents=True)
-    (root / "cgroup.controllers").write_text("cpu memory")
-    (root / "pod" / "cpu.max").write_text("100000 100000")
-    (tmp_path / "proc" / "self").mkdir(parents=True)
-    (tmp_path / "proc" / "self" / "cgroup").write_text("0::/pod\n")
-    monkeypatch.setattr(limits_module, "PROC_ROOT", str(tmp_path / "proc"))
-    monkeypatch.setattr(limits_module, "CGROUP_ROOT", str(root))
 
 
 def test_a_serial_verdict_leaves_the_cgroup_files_unread_and_says_so(one_cpu_pod: None) -> None:

@@ -1,0 +1,52 @@
+"""How long the calling thread has waited for a CPU: ready to run, but none was free for it.
+
+A call's wall time beyond its CPU time is not all waiting on I/O. On a busy node (other tasks
+of the same Airflow worker, the host's other tenants), part of it is time in the run queue, and
+threads cannot overlap that: there is no free CPU to run another call on meanwhile. Counted as a
+wait, it planned threads for pure-Python calls on one CPU (a test, with two busy processes
+beside it: "55% of it waiting" read for calls that never wait).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+SCHEDSTAT = "/proc/thread-self/schedstat"
+
+
+class _Reader:
+    """The schedstat file of one thread, kept open: read again, it costs 1.4 µs, opened anew 9."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_native_id()
+        try:
+            self.descriptor: int | None = os.open(SCHEDSTAT, os.O_RDONLY)
+        except OSError:
+            self.descriptor = None  # not Linux, or schedstats left out of the kernel
+
+    def seconds(self) -> float:
+        if self.descriptor is None:
+            return 0.0
+        try:
+            return int(os.pread(self.descriptor, 128, 0).split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def __del__(self) -> None:
+        if self.descriptor is not None:
+            os.close(self.descriptor)
+
+
+_readers = threading.local()
+
+
+def queued_seconds() -> float:
+    """Seconds the calling thread has spent runnable while no CPU was free for it, since it
+    started: the second field of Linux's /proc/thread-self/schedstat. 0.0 where the kernel does
+    not say, which makes every wall second beyond the CPU's a wait, as without this module."""
+    reader: _Reader | None = getattr(_readers, "reader", None)
+    # A forked child's thread inherits its parent's reader, which reads the parent's thread.
+    if reader is None or reader.thread != threading.get_native_id():
+        reader = _readers.reader = _Reader()
+    return reader.seconds()
