@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from statistics import NormalDist
 
+from . import in_flight
 from .calibrate import Calibration
 from .limits import MAX_WORKERS_ENV, WorkerLimits
 from .plan import Candidate, Plan, StartMethod
@@ -273,8 +274,9 @@ def _balanced(options: list[Candidate], n_remaining: int, n_workers: int) -> Can
 
 def _fits_in_memory(situation: Situation, backend: str, n_workers: int, chunksize: int) -> bool:
     profile = situation.profile
-    in_flight = chunksize * (profile.bytes_in_per_item + profile.bytes_out_per_item) * 2
-    per_worker = profile.item_memory_bytes + in_flight
+    item_bytes = profile.bytes_in_per_item + profile.bytes_out_per_item
+    chunks = in_flight.chunks_per_worker(chunksize, item_bytes)
+    per_worker = profile.item_memory_bytes + chunks * chunksize * item_bytes
     if backend == "processes" and situation.calibration is not None:
         per_worker += situation.calibration.worker_memory_bytes + profile.warm_memory_bytes
     return n_workers * per_worker <= MEMORY_HEADROOM * situation.limits.memory_bytes

@@ -36,7 +36,7 @@ from loky.backend.context import get_context
 from loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 from threadpoolctl import threadpool_limits
 
-from . import blas_pools
+from . import blas_pools, in_flight
 from .errors import MapCancelledError, WorkerDiedError
 from .gc_pauses import CollectionTime
 from .run_queue import queued_seconds
@@ -64,15 +64,6 @@ class Replanner(Protocol):
         """
 
 
-# Chunks submitted and not yet yielded, per worker. Results are yielded in order, and a chunk is
-# submitted only as the oldest is collected: while one worker runs a slow chunk, the others have
-# only the chunks already in flight to go on with. At least 4 each (memory for large items);
-# where the plan's measured item sizes keep them within IN_FLIGHT_BYTES_PER_WORKER, up to 64.
-# With 4, one call in ten at 20 ms in chunks of 2 left the other worker idle through most of
-# each slow call: 0.99 s where Pool().map, submitting every chunk at once, took 0.87.
-IN_FLIGHT_PER_WORKER = 4
-MAX_IN_FLIGHT_PER_WORKER = 64
-IN_FLIGHT_BYTES_PER_WORKER = 16 << 20
 # A serial batch grows until it takes about this long: long enough that the loop's bookkeeping is
 # invisible, short enough that cancellation and progress stay prompt.
 SERIAL_BATCH_SECONDS = 0.05
@@ -385,15 +376,11 @@ def _pooled(
 
 
 def _in_flight_per_worker(plan: Plan) -> int:
-    """How many chunks each worker may have submitted and not yet yielded (see
-    IN_FLIGHT_PER_WORKER): as many as the plan's measured items and results fit in
-    IN_FLIGHT_BYTES_PER_WORKER, within bounds; the least where their sizes are unknown."""
+    """Chunks each worker may have submitted and not yet yielded (in_flight), from the plan's
+    measured item and result sizes."""
     profile = plan.profile
     item_bytes = profile.get("bytes_in_per_item", 0.0) + profile.get("bytes_out_per_item", 0.0)
-    if item_bytes <= 0:
-        return IN_FLIGHT_PER_WORKER
-    fitting = int(IN_FLIGHT_BYTES_PER_WORKER / (plan.chunksize * item_bytes))
-    return max(IN_FLIGHT_PER_WORKER, min(MAX_IN_FLIGHT_PER_WORKER, fitting))
+    return in_flight.chunks_per_worker(plan.chunksize, item_bytes)
 
 
 @contextlib.contextmanager

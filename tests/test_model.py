@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from amorsize_flows import in_flight
 from amorsize_flows.calibrate import Calibration
 from amorsize_flows.limits import WorkerLimits
 from amorsize_flows.model import Constraints, Situation, choose
@@ -191,3 +192,17 @@ def test_dry_run_time_counts_in_the_estimate() -> None:
     with_spent = choose(situation(profile(0.005), 400, spent_seconds=1.0))
     assert with_spent.estimated_speedup < without.estimated_speedup
     assert with_spent.predicted_seconds == pytest.approx(without.predicted_seconds + 1.0)
+
+
+@pytest.mark.parametrize("item_mib", [1, 4, 16])
+def test_the_chunks_a_plan_keeps_in_flight_fit_in_memory(item_mib: int) -> None:
+    # The runner keeps in_flight.chunks_per_worker chunks per worker, 4 at least: counted as 2,
+    # a plan on 16 MiB items held more than the memory it was given.
+    item_bytes = item_mib << 20
+    memory = 512 << 20
+    prof = profile(0.02, bytes_in_per_item=item_bytes, pickle_seconds_in=item_bytes / 2e9)
+    plan = choose(situation(prof, 1000, limits=limits(cpus=8, memory=memory)))
+    assert plan.backend == "processes"
+    chunks = in_flight.chunks_per_worker(plan.chunksize, item_bytes)
+    held = plan.n_jobs * (chunks * plan.chunksize * item_bytes + CALIBRATION.worker_memory_bytes)
+    assert held <= memory, (plan.n_jobs, plan.chunksize, chunks)
