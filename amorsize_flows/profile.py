@@ -103,7 +103,10 @@ THREAD_CLOCK_PRECISE = time.get_clock_info("thread_time").resolution <= 1e-6
 # GIL, a wait the kernel does not count as queued: 2 ms calls of GIL-free hashing read as taking
 # turns in 2 to 4 probes of 6 after forking maps, in some runs of the suite. So one pair that
 # overlapped settles it, and calls that took turns must do so in GIL_HELD_PAIRS pairs with free
-# CPUs; the lowest reading stands.
+# CPUs; the lowest reading stands. A pair whose calls one thread ran all of counts as crowded:
+# the other may have started late (see call_pair). Calls that hold the GIL for less than the
+# interpreter's switch interval (5 ms) leave the other thread none too, so they are read from
+# GIL_PROBE_MAX_PAIRS pairs: a few calls more in the caller, their results kept.
 # Where the clock is coarse (Windows), the calls' mean stands in for their CPU time and readings
 # err both ways: overlap must then be read twice, and the highest clear reading stands.
 GIL_RELEASED_SHARE = 0.5
@@ -614,6 +617,7 @@ class _Meter:
 
         cpu_seconds: list[float] = []  # of each thread: a thread waiting for the GIL uses none
         queued: list[float] = []  # of each thread: runnable, but no CPU was free
+        calls: list[int] = []  # of each thread
 
         def run(queued_before: float, cpus: set[int] | None = None) -> None:
             started = time.thread_time()
@@ -621,18 +625,19 @@ class _Meter:
                 if cpus:
                     with contextlib.suppress(OSError):
                         os.sched_setaffinity(0, cpus)  # the probe's own thread, gone after
-                take_and_call()
+                calls.append(take_and_call())
             finally:
                 cpu_seconds.append(time.thread_time() - started)
                 queued.append(queued_seconds() - queued_before)
 
-        def take_and_call() -> None:
+        def take_and_call() -> int:
             # next() on a count is atomic under the GIL, and a position taken is run: the items
             # run form a prefix of ``items``.
+            done = 0
             while not failures and time.perf_counter() <= deadline[0]:
                 position = next(taken)
                 if position >= len(items):
-                    return
+                    break
                 if position == 0:
                     first_taken[0] = time.perf_counter()
                     deadline[0] = first_taken[0] + budget
@@ -640,7 +645,9 @@ class _Meter:
                     results[position] = self.func(items[position])
                 except BaseException as error:
                     failures[position] = error
-                    return
+                    break
+                done += 1
+            return done
 
         # One thread started, the other here at once; the span of both tells: about half the
         # calls' time when they ran at the same time, all of it when they took turns on one GIL.
@@ -674,7 +681,10 @@ class _Meter:
         share = min(1.0, max(0.0, 2 * span / serial_seconds - 1.0)) if serial_seconds else 1.0
         # Calls that release the GIL take turns all the same where the threads find no free CPU
         # (other processes hold it, or the scheduler put both threads on one for a while).
-        crowded = sum(queued) >= GIL_PROBE_CROWDED_SHARE * 2 * span
+        # Nor do calls a single thread ran all of: the other may have started after they were
+        # taken (an idle vCPU here woke a new thread more than a 1.6 ms call late, unseen by
+        # schedstat; in a fresh process, GIL-free hashing so read as held in 2 to 8 probes of 12).
+        crowded = sum(queued) >= GIL_PROBE_CROWDED_SHARE * 2 * span or 0 in calls
         self.gil_readings.append((share, crowded))
         if ran:
             self.pairs.append((self.start_index + self.calls, ran, serial_seconds / ran))
