@@ -30,7 +30,7 @@ from threadpoolctl import threadpool_limits
 
 from .blas_pools import native_thread_ids
 from .gc_pauses import CollectionTime
-from .run_queue import queued_seconds
+from .run_queue import cpu_ratio, queued_seconds
 from .trend import Batch
 
 __all__ = ["Parallelism", "Profile", "Sample", "function_identity", "sample"]
@@ -519,11 +519,10 @@ class _Meter:
     @property
     def cpu_ratio(self) -> float:
         """CPU per wall second over the steady calls (per call, CPU time is below resolution),
-        leaving out the wall seconds spent waiting for a CPU: no wait threads could overlap."""
-        running = self.wall_steady - self.queued_steady
-        if running < MIN_RATIO_SECONDS:
+        the time spent waiting for a CPU counted as busy: no wait threads could overlap."""
+        if self.wall_steady < MIN_RATIO_SECONDS:
             return 1.0  # too short to tell: assume one busy thread, the common case
-        ratio = self.cpu_steady / running
+        ratio = cpu_ratio(self.cpu_steady, self.wall_steady, self.queued_steady)
         if ratio > CPU_CLOCK_SLACK * self.usable_cpus:
             return 1.0  # impossible: assume one busy thread, as above
         return ratio

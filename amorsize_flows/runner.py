@@ -36,10 +36,9 @@ from loky.backend.context import get_context
 from loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 from threadpoolctl import threadpool_limits
 
-from . import blas_pools, in_flight
+from . import blas_pools, in_flight, run_queue
 from .errors import MapCancelledError, WorkerDiedError
 from .gc_pauses import CollectionTime
-from .run_queue import queued_seconds
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -118,10 +117,9 @@ class RunStats:
 
     @property
     def cpu_ratio(self) -> float:
-        """CPU seconds per second of the calls' wall time not spent waiting for a CPU, as the
-        dry run reads it (run_queue); 1.0 before any call was timed."""
-        running = self.compute_seconds - self.queued_seconds
-        return self.cpu_seconds / running if running > 0 else 1.0
+        """CPU seconds per wall second of the calls, their waits for a CPU counted as busy, as
+        the dry run reads it (run_queue.cpu_ratio); 1.0 before any call was timed."""
+        return run_queue.cpu_ratio(self.cpu_seconds, self.compute_seconds, self.queued_seconds)
 
 
 def fork_is_safe() -> bool:
@@ -237,12 +235,12 @@ def _serial(
             batch = items if last else itertools.islice(items, size)
             alarm = None if last or replan is None else replan.alarm()
             started, cpu_before = time.perf_counter(), time.process_time()
-            collected_before, queued_before = collections.seconds, queued_seconds()
+            collected_before, queued_before = collections.seconds, run_queue.queued_seconds()
             done = _extend(results, func, batch, index, alarm)
             if done == 0:
                 break
             elapsed = time.perf_counter() - started
-            queued = queued_seconds() - queued_before
+            queued = run_queue.queued_seconds() - queued_before
             stats.add_chunk(done, elapsed, time.process_time() - cpu_before, queued)
             index += done
             if on_chunk is not None:
@@ -476,7 +474,7 @@ def _run_chunk(
         if threading.current_thread() is not threading.main_thread()
         else time.process_time
     )
-    cpu_before, queued_before = clock(), queued_seconds()
+    cpu_before, queued_before = clock(), run_queue.queued_seconds()
     started = time.perf_counter()
     for offset, item in enumerate(chunk):
         if cancel is not None and cancel.is_set():
@@ -486,7 +484,7 @@ def _run_chunk(
         except Exception as error:
             return ("error", first + offset, error, "")
     wall = time.perf_counter() - started
-    return ("ok", results, wall, clock() - cpu_before, queued_seconds() - queued_before)
+    return ("ok", results, wall, clock() - cpu_before, run_queue.queued_seconds() - queued_before)
 
 
 def _thread_submitter(

@@ -15,10 +15,10 @@ import pytest
 import amorsize_flows as amz
 from amorsize_flows.calibrate import get_calibration
 from amorsize_flows.profile import Profile, sample
-from amorsize_flows.run_queue import SCHEDSTAT, queued_seconds
+from amorsize_flows.run_queue import SCHEDSTAT, cpu_ratio, queued_seconds
 from tests.workloads import busy, busy_where
 
-pytestmark = pytest.mark.skipif(
+NEEDS_SCHEDSTAT = pytest.mark.skipif(
     not os.path.exists(SCHEDSTAT), reason="the kernel does not report waits for a CPU"
 )
 
@@ -65,12 +65,31 @@ def _cpu_share_of(work: float) -> tuple[float, float]:
     return cpu / wall, queued_seconds() - queued
 
 
+@pytest.mark.parametrize(
+    ("cpu", "wall", "queued", "ratio"),
+    [
+        (0.5, 1.0, 0.5, 1.0),  # one busy thread, queued half the time
+        (0.2, 1.0, 0.0, 0.2),  # mostly waiting on I/O
+        (0.2, 1.0, 0.4, 1 / 3),  # both
+        (1.8, 1.0, 0.0, 1.8),  # threads of its own (BLAS)
+        # CPU time the clock over-counts is not made more of by the waits (1.57 otherwise).
+        (1.1, 1.0, 0.3, 1.1),
+    ],
+)
+def test_waits_for_a_cpu_count_as_busy_up_to_one_cpu(
+    cpu: float, wall: float, queued: float, ratio: float
+) -> None:
+    assert cpu_ratio(cpu, wall, queued) == pytest.approx(ratio)
+
+
+@NEEDS_SCHEDSTAT
 def test_a_thread_sharing_its_cpu_counts_its_wait_for_it(shared_cpu: None) -> None:
     share, queued = _cpu_share_of(0.2)
     assert share < 0.8  # the spinner took its turns
     assert queued > 0.05
 
 
+@NEEDS_SCHEDSTAT
 def test_a_forked_child_reads_its_own_waits_not_its_parent_s(shared_cpu: None) -> None:
     _cpu_share_of(0.2)
     parent = queued_seconds()
@@ -86,6 +105,7 @@ def test_a_forked_child_reads_its_own_waits_not_its_parent_s(shared_cpu: None) -
         assert float(pipe.read()) < parent / 2
 
 
+@NEEDS_SCHEDSTAT
 def test_busy_calls_on_a_shared_cpu_read_as_busy(shared_cpu: None) -> None:
     wall, cpu = time.perf_counter(), time.thread_time()
     dry = sample(busy, [2e-3] * 60, processes_possible=False)
@@ -94,6 +114,7 @@ def test_busy_calls_on_a_shared_cpu_read_as_busy(shared_cpu: None) -> None:
     assert dry.profile.cpu_ratio > 0.85
 
 
+@NEEDS_SCHEDSTAT
 def test_busy_calls_on_busy_cpus_go_to_no_threads_in_a_one_cpu_pod(
     one_cpu_pod: None, spinning_cpus: set[int]
 ) -> None:
