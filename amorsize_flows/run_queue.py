@@ -52,15 +52,15 @@ def queued_seconds() -> float:
     return reader.seconds()
 
 
-def cpu_ratio(cpu_seconds: float, wall_seconds: float, queued_seconds: float) -> float:
-    """CPU seconds per wall second, the waits for a CPU counted as busy: they explain wall time
-    the CPU clock did not see, up to one CPU's worth. They are no evidence of threads of the
-    call's own, and must not make a ratio past 1 out of CPU time the clock over-counts (in a
-    threaded Prefect test process, pure-Python calls read 1.6 CPUs so)."""
+def cpu_ratio(cpu_seconds: float, wall_seconds: float, queued: float) -> float:
+    """CPU seconds per wall second, the ``queued`` seconds of waits for a CPU counted as busy:
+    they explain wall time the CPU clock did not see, up to one CPU's worth. They are no evidence
+    of threads of the call's own, and must not multiply CPU time the clock over-counts past one
+    CPU (once, in Prefect's threaded test process, pure-Python calls read 1.6 CPUs' worth)."""
     if wall_seconds <= 0:
         return 1.0
     plain = cpu_seconds / wall_seconds
-    running = wall_seconds - queued_seconds
+    running = wall_seconds - queued
     if running <= 0:
         return max(plain, 1.0)
     return max(plain, min(1.0, cpu_seconds / running))
