@@ -453,7 +453,7 @@ class _Meter:
         # (first item's index, calls, seconds per call) of each pair that ran calls.
         self.pairs: list[tuple[int, int, float]] = []
         self.cpu_steady = self.wall_steady = 0.0
-        self.queued_steady = 0.0  # of the wall time: waiting for a CPU (run_queue)
+        self.queued_steady = 0.0  # of the closed stretches' wall time: waiting for a CPU
         self.usable_cpus = _usable_cpus()  # read once: the ratio is asked after every call
         # Per item, from the probed inputs and results pickled as lists (measure_pickling).
         self.bytes_in = self.bytes_out = self.pickle_in = self.pickle_out = 0.0
@@ -564,12 +564,15 @@ class _Meter:
         assert self._wall_mark is not None
         self.cpu_steady = self._cpu_before + self._clock.seconds()
         self.wall_steady = self._wall_before + time.perf_counter() - self._wall_mark
-        self.queued_steady = self._queued_before + queued_seconds() - self._queued_mark
 
     def close_stretch(self) -> None:
         """The steady calls pause here: what happens until the next one (deciding a plan, which
         may measure the machine) is not the function's, and its CPU ratio must not count it."""
         self._cpu_before, self._wall_before = self.cpu_steady, self.wall_steady
+        # Read here, not after each call: the read releases the GIL, which another of the
+        # caller's Python threads (Prefect's engine) may then keep for a while, in the stretch.
+        if self._wall_mark is not None:
+            self.queued_steady = self._queued_before + queued_seconds() - self._queued_mark
         self._queued_before = self.queued_steady
         self._wall_mark = None
 

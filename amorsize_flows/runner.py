@@ -234,8 +234,9 @@ def _serial(
             )
             batch = items if last else itertools.islice(items, size)
             alarm = None if last or replan is None else replan.alarm()
+            queued_before = run_queue.queued_seconds()  # releases the GIL: before the clocks
             started, cpu_before = time.perf_counter(), time.process_time()
-            collected_before, queued_before = collections.seconds, run_queue.queued_seconds()
+            collected_before = collections.seconds
             done = _extend(results, func, batch, index, alarm)
             if done == 0:
                 break
