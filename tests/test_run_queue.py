@@ -111,7 +111,9 @@ def test_busy_calls_on_a_shared_cpu_read_as_busy(shared_cpu: None) -> None:
     dry = sample(busy, [2e-3] * 60, processes_possible=False)
     plain_share = (time.thread_time() - cpu) / (time.perf_counter() - wall)
     assert plain_share < 0.8  # read as before, a fifth of the time or more went waiting
-    assert dry.profile.cpu_ratio > 0.85
+    # About 1.0; 0.84 once in a CI run (waits schedstat does not see, such as the host's steal
+    # of the VM's CPU). Read as before, about 0.5.
+    assert dry.profile.cpu_ratio > 0.75
 
 
 @NEEDS_SCHEDSTAT
