@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+from tests.workloads import busy
+
 
 def square(x: int) -> int:
     """The cheapest map there is."""
@@ -29,15 +31,12 @@ def nap(x: int, seconds: float = 0.01) -> int:
 
 
 def spin(x: int, seconds: float = 0.01) -> int:
-    """Holds a CPU for ``seconds`` of this thread's CPU time, in pure Python.
+    """Holds a CPU for ``seconds`` of this thread's CPU time, in pure Python (workloads.busy).
 
-    On the thread's own clock, not the wall's: a call that loses its CPU meanwhile (to another
-    of the engine's threads, or to the host) runs on until it has had it, and still reads as
-    busy. Spinning on the wall clock, it lost most of a dry run's one steady call in some CI
-    runs, read as 92% waiting, and 40 calls went to 8 threads."""
-    deadline = time.thread_time() + seconds
-    while time.thread_time() < deadline:
-        pass
+    Spinning on the wall clock instead, it lost most of a dry run's one steady call to another
+    of the engine's threads or to the host in some CI runs, read as 92% waiting, and 40 calls
+    went to 8 threads."""
+    busy(seconds)
     return x
 
 
