@@ -16,6 +16,7 @@ import amorsize_flows as amz
 from amorsize_flows.calibrate import get_calibration
 from amorsize_flows.profile import Profile, sample
 from amorsize_flows.run_queue import SCHEDSTAT, cpu_ratio, queued_seconds
+from tests.markers import SCHEDULING
 from tests.workloads import busy, busy_where
 
 NEEDS_SCHEDSTAT = pytest.mark.skipif(
@@ -105,6 +106,7 @@ def test_a_forked_child_reads_its_own_waits_not_its_parent_s(shared_cpu: None) -
         assert float(pipe.read()) < parent / 2
 
 
+@SCHEDULING
 @NEEDS_SCHEDSTAT
 def test_busy_calls_on_a_shared_cpu_read_as_busy(shared_cpu: None) -> None:
     wall, cpu = time.perf_counter(), time.thread_time()
