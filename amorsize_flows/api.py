@@ -54,10 +54,14 @@ REPLAN_AGAIN = 2.0
 # reasons that pass (1 MB results: glibc maps fresh pages, 4.5 ms for the first two calls, 3.0
 # after), and one slow steady call read as typical sent 200 such calls to processes, estimated
 # 1.15x and achieved 0.85x. The dry run then goes on, within DOUBT_SHARE of the items; little is
-# lost since the extra calls' results are kept and the plan in doubt gains little anyway.
+# lost since the extra calls' results are kept and the plan in doubt gains little anyway: run
+# serially, a tenth of the items costs at most a thirtieth of the map (1 - 1/1.5 of a tenth).
+# The share counts the GIL probe's calls: at a twentieth, those 200 calls had none left after
+# the probe (10 items: the first, 3 steady, 6 in pairs) and went parallel on 3 steady calls in
+# 2 of 6 fresh processes (1.13x and 1.23x estimated); serial in 6 of 6 at a tenth.
 DOUBT_SPEEDUP = 1.5
 DOUBT_STEADY_CALLS = 8
-DOUBT_SHARE = 0.05
+DOUBT_SHARE = 0.1
 # A record of a serial run is one run's timing, and a host's speed varies from run to run: on a
 # 2-core VM the retraining flow's featurize_train ran at 1.4 to 2.9 ms a call from one run to the
 # next, and planned from a slow one, loky workers were estimated 1.12x and achieved 0.67x. From
