@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import pickle
 import signal
 import threading
 import time
@@ -17,38 +16,29 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Si
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from . import blas_pools
 from .calibrate import get_calibration
 from .errors import MapCancelledError
-from .limits import WorkerLimits, detect, parse_memory
-from .model import MIN_GAIN, Constraints, Situation, choose, duration_text, max_threads
-from .plan import BACKENDS, Plan, RunRecord
+from .history import min_gain, observed_startup, usable_history
+from .limits import WorkerLimits, detect
+from .model import Constraints, Situation, choose, max_threads
+from .options import Options, check_callable, check_items
+from .plan import Plan, RunRecord
 from .profile import Profile, Sample, function_identity, sample
+from .progress import Progress, progress_reporter
+from .record import build_record
+from .replan import SerialReplanner
 from .runner import Replanner, RunStats, fork_is_safe, run_plan
-from .trend import Batch, RisingBatches
+from .trend import Batch
 from .worker_start import fresh_load_seconds
 
-__all__ = ["MapIterator", "MapRun", "check_options", "execute", "imap", "optimize", "run"]
+__all__ = ["MapIterator", "MapRun", "execute", "imap", "optimize", "run"]
 
 log = logging.getLogger(__name__)
 
-Progress = bool | Callable[[int, "int | None"], None]
-
-# A previous run's costs are trusted for items whose pickled size is within this factor of the
-# items it measured; beyond it, per-item costs have likely changed too, so the dry run runs again.
-HISTORY_SIZE_TOLERANCE = 4.0
 # Below this much work left, no pool can save the model's 10% minimum gain: starting and joining
 # even two threads costs about 0.4 ms here (calibration), so the machine need not be measured.
 TRIVIAL_SECONDS = 1e-3
-# A serial plan is weighed again once its calls take this many times longer than the dry run
-# measured: the first items were not typical (a skewed input whose rare slow items the dry run
-# missed, an input sorted by size). Not less: over 300k cheap calls, batches of 100k ran 2.2
-# times slower per call than the dry run's few hundred, the result list outgrowing the caches.
-REPLAN_FACTOR = 4.0
-# ... and again each time they slow down this many times more (an input sorted by size).
-REPLAN_AGAIN = 2.0
 # A parallel plan estimated to beat serial by less than this, from fewer steady calls than
 # DOUBT_STEADY_CALLS, rests on too little: the first calls in a fresh process can be slow for
 # reasons that pass (1 MB results: glibc maps fresh pages, 4.5 ms for the first two calls, 3.0
@@ -62,18 +52,6 @@ REPLAN_AGAIN = 2.0
 DOUBT_SPEEDUP = 1.5
 DOUBT_STEADY_CALLS = 8
 DOUBT_SHARE = 0.1
-# A record of a serial run is one run's timing, and a host's speed varies from run to run: on a
-# 2-core VM the retraining flow's featurize_train ran at 1.4 to 2.9 ms a call from one run to the
-# next, and planned from a slow one, loky workers were estimated 1.12x and achieved 0.67x. From
-# such a record a parallel plan must be estimated this much faster (a record of workers that ran
-# is evidence of them, and needs no more than MIN_GAIN).
-SWITCH_FROM_SERIAL_SPEEDUP = 1.5
-# A batch shorter than this cannot show work worth a pool (none starts that fast), and its clock
-# readings are mostly the batch's own bookkeeping.
-REPLAN_MIN_SECONDS = 1e-3
-# Serial calls planned at least this long are each followed by a clock reading (0.1 µs), so that
-# a batch whose calls prove slow is weighed again at once instead of running on (Replanner.alarm).
-WATCHED_CALL_SECONDS = 1e-5
 
 
 @dataclass(frozen=True)
@@ -121,8 +99,8 @@ def optimize(
         history: a previous run's :class:`RunRecord` (or its dict): when it is of the same
             function, the dry run is skipped and the plan starts from its measured costs.
     """
-    _check_callable(func)
-    prepared = _prepare(func, _check_items(items), _Options.build(locals()))
+    check_callable(func)
+    prepared = _prepare(func, check_items(items), Options.build(locals()))
     return prepared.plan
 
 
@@ -206,8 +184,8 @@ def imap(
     far costlier than the dry run measured, and ``.plan`` then becomes the plan the rest ran
     with. Closing the iterator early (or leaving a ``for`` loop) stops the workers.
     """
-    _check_callable(func)
-    checked = _Options.build(options)
+    check_callable(func)
+    checked = Options.build(options)
     if plan is not None and not isinstance(plan, Plan):
         raise TypeError(f"`plan` must be an amorsize_flows.Plan or None, got {type(plan).__name__}")
     if not (isinstance(progress, bool) or callable(progress)):
@@ -215,82 +193,8 @@ def imap(
     if cancel is not None and not isinstance(cancel, threading.Event):
         raise TypeError(f"`cancel` must be a threading.Event or None, got {type(cancel).__name__}")
     started = time.perf_counter()
-    prepared = _prepare(func, _check_items(items), checked, plan)
+    prepared = _prepare(func, check_items(items), checked, plan)
     return MapIterator(func, prepared, started, progress, cancel)
-
-
-# --- options -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Options:
-    max_workers: int | None = None
-    memory_limit: int | str | None = None
-    sample_size: int | None = None
-    backend: str | None = None
-    n_jobs: int | None = None
-    chunksize: int | None = None
-    history: RunRecord | None = None
-
-    @classmethod
-    def build(cls, given: Mapping[str, Any]) -> _Options:
-        names = set(cls.__dataclass_fields__)
-        values = {key: value for key, value in given.items() if key in names}
-        unknown = set(given) - names - {"func", "items"}
-        if unknown:
-            raise TypeError(
-                f"unexpected option(s) {', '.join(sorted(unknown))}; expected any of "
-                f"{', '.join(sorted(names))}"
-            )
-        for name in ("max_workers", "sample_size", "n_jobs", "chunksize"):
-            value = values.get(name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
-            ):
-                raise ValueError(f"`{name}` must be an int >= 1 or None, got {value!r}")
-        if values.get("memory_limit") is not None:
-            parse_memory(values["memory_limit"])  # "4G" is checked now, not when a map starts
-        if values.get("backend") is not None and values["backend"] not in BACKENDS:
-            raise ValueError(
-                f"`backend` must be one of {', '.join(BACKENDS)} or None, got {values['backend']!r}"
-            )
-        history = values.get("history")
-        if isinstance(history, Mapping):
-            values["history"] = RunRecord.from_dict(history)
-        elif history is not None and not isinstance(history, RunRecord):
-            raise TypeError(
-                f"`history` must be a RunRecord, its dict, or None, got {type(history).__name__}"
-            )
-        return cls(**values)
-
-
-def check_options(options: Mapping[str, Any]) -> None:
-    """Check the planner's options (``max_workers``, ``memory_limit``, ``sample_size``,
-    ``backend``, ``n_jobs``, ``chunksize``, ``history``) as :func:`execute` would.
-
-    The integrations call it when a task is declared, so that a DAG or flow with a bad option
-    fails when it is loaded, not hours later when its task runs.
-
-    Raises:
-        TypeError, ValueError: naming the option, what was expected and what was got.
-    """
-    _Options.build(options)
-
-
-def _check_callable(func: object) -> None:
-    if not callable(func):
-        raise TypeError(f"`func` must be callable (a function of one item), got {func!r}")
-
-
-def _check_items(items: object) -> Iterable[Any]:
-    if isinstance(items, (str, bytes)):
-        raise TypeError(
-            f"`items` must be an iterable of items, got a {type(items).__name__}; wrap a single "
-            f"item in a list"
-        )
-    if not isinstance(items, Iterable):
-        raise TypeError(f"`items` must be an iterable (a list, a generator, ...), got {items!r}")
-    return items
 
 
 # --- preparing: limits, evidence, dry run, model ------------------------------------------------
@@ -298,6 +202,8 @@ def _check_items(items: object) -> Iterable[Any]:
 
 @dataclass
 class _Prepared:
+    """A map ready to run: its plan, the limits, the dry run's results and the items left."""
+
     plan: Plan
     limits: WorkerLimits
     results: list[Any]
@@ -307,13 +213,13 @@ class _Prepared:
     sample_seconds: float
     # What the model chose from, when it was free to choose (no plan or setting was fixed).
     situation: Situation | None = None
-    options: _Options = _Options()
+    options: Options = field(default_factory=Options)
     # The dry run's calls along the input, at what each stretch cost (Sample.batches).
     sampled: list[Batch] = field(default_factory=list)
 
 
 def _prepare(
-    func: Callable[[Any], Any], items: Iterable[Any], options: _Options, plan: Plan | None = None
+    func: Callable[[Any], Any], items: Iterable[Any], options: Options, plan: Plan | None = None
 ) -> _Prepared:
     identity = function_identity(func)
     if plan is not None:
@@ -334,7 +240,7 @@ def _prepare(
     processes_possible = not limits.daemonic and limits.cpus > 1
     iterator: Iterable[Any] = items
     if options.history is not None:
-        profile, why, iterator = _usable_history(
+        profile, why, iterator = usable_history(
             options.history,
             identity,
             items,
@@ -351,8 +257,8 @@ def _prepare(
                 n_items=n_items,
                 parent_warm=False,
                 fork_safe=fork_safe,
-                observed_startup=_observed_startup(options.history),
-                min_gain=_min_gain(options.history),
+                observed_startup=observed_startup(options.history),
+                min_gain=min_gain(options.history),
             )
             situation, made = _decide_within(
                 func, situation, constraints, identity, options, source="history"
@@ -479,7 +385,7 @@ def _decide_within(
     situation: Situation,
     constraints: Constraints,
     identity: tuple[str, str],
-    options: _Options,
+    options: Options,
     source: str = "sampled",
 ) -> tuple[Situation, Plan]:
     """_decide, and if the plan is parallel but ``situation``'s limits are an upper bound, the
@@ -491,7 +397,7 @@ def _decide_within(
     return situation, _decide(func, situation, constraints, identity, source)
 
 
-def _read_limits(options: _Options, *, read_cgroups: bool = True) -> WorkerLimits:
+def _read_limits(options: Options, *, read_cgroups: bool = True) -> WorkerLimits:
     return detect(
         max_workers=options.max_workers,
         memory_limit=options.memory_limit,
@@ -578,65 +484,8 @@ def _fit_to_limits(plan: Plan, limits: WorkerLimits) -> Plan:
     return plan
 
 
-def _usable_history(
-    record: RunRecord,
-    identity: tuple[str, str],
-    items: Iterable[Any],
-    *,
-    processes_possible: bool,
-    fork_possible: bool,
-) -> tuple[Profile | None, str, Iterable[Any]]:
-    """The profile of a previous run's record if it still describes this map (else None), why,
-    and the items (re-chained)."""
-    if record.function_digest != identity[1] or not record.profile:
-        return None, f"it measured {record.function or 'another function'} or older code", items
-    profile = Profile.from_dict(record.profile)
-    if profile.lacks_gil_share(processes_possible=processes_possible, fork_possible=fork_possible):
-        # Recorded where processes could fork, or before the probe ran in this case; sampled
-        # once, the next record carries the share.
-        return None, "it did not measure whether the calls hold the GIL, as threads need", items
-    iterator = iter(items)
-    try:
-        first = next(iterator)
-    except StopIteration:
-        return profile, "no items", []
-    rechained: Iterable[Any] = items if isinstance(items, Sized) else _prepend(first, iterator)
-    recorded = float(record.profile.get("bytes_in_per_item", 0.0))
-    try:
-        size = len(pickle.dumps(first, protocol=pickle.HIGHEST_PROTOCOL))
-    except Exception:
-        size = 0
-    if (
-        recorded > 0
-        and size > 0
-        and not (1 / HISTORY_SIZE_TOLERANCE <= size / recorded <= HISTORY_SIZE_TOLERANCE)
-    ):
-        return None, f"items are {size / recorded:.1f}x the size it measured", rechained
-    return (
-        profile,
-        f"starting from the run of {record.finished_at} ({record.n_items} items)",
-        rechained,
-    )
-
-
 def _length(items: Iterable[Any]) -> int | None:
     return len(items) if isinstance(items, Sized) else None
-
-
-def _prepend(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
-    yield first
-    yield from rest
-
-
-def _min_gain(record: RunRecord) -> float:
-    """What a parallel plan must save to be chosen from ``record`` (SWITCH_FROM_SERIAL_SPEEDUP)."""
-    return 1 - 1 / SWITCH_FROM_SERIAL_SPEEDUP if record.backend == "serial" else MIN_GAIN
-
-
-def _observed_startup(record: RunRecord) -> tuple[str, float] | None:
-    if record.backend == "processes" and record.start_method and record.startup_seconds > 0:
-        return record.start_method, record.startup_seconds
-    return None
 
 
 # --- running --------------------------------------------------------------------------------------
@@ -674,8 +523,15 @@ class MapIterator(Iterator[Any]):
         Built on first use (about 0.1 ms in a fresh process): a plain ``execute`` never asks.
         """
         if self._record is None and self._wall_seconds is not None:
-            self._record = _record(
-                self.plan, self._prepared, self._stats, self._wall_seconds, self._sampled
+            prepared = self._prepared
+            self._record = build_record(
+                self.plan,
+                prepared.profile,
+                prepared.limits,
+                self._stats,
+                wall=self._wall_seconds,
+                sampled=self._sampled,
+                sample_seconds=prepared.sample_seconds,
             )
         return self._record
 
@@ -691,17 +547,27 @@ class MapIterator(Iterator[Any]):
         self._chunks.close()
 
     def _replanner(self, stack: contextlib.ExitStack) -> Replanner | None:
-        """For a serial plan the model chose, the :class:`_SerialReplanner` that may switch it."""
+        """For a serial plan the model chose, the :class:`SerialReplanner` that may switch it."""
         prepared = self._prepared
         if self.plan.backend != "serial" or prepared.situation is None or prepared.n_items is None:
             return None
+        identity = (self.plan.function, self.plan.function_digest)
+
+        def decide(later: Situation) -> Plan:
+            return _decide_within(self._func, later, Constraints(), identity, prepared.options)[1]
 
         def adopt(plan: Plan) -> None:
             stack.enter_context(_sigterm_cancels(plan.backend == "processes"))
             self.plan = plan
 
-        return _SerialReplanner(
-            self._func, prepared, self._sampled, self._stats, self._started, adopt
+        return SerialReplanner(
+            prepared.situation,
+            prepared.n_items,
+            prepared.sampled,
+            self._stats,
+            self._started,
+            decide,
+            adopt,
         )
 
     def _generate(self) -> Generator[list[Any], None, None]:
@@ -709,7 +575,7 @@ class MapIterator(Iterator[Any]):
         done = self._sampled
         with contextlib.ExitStack() as stack:
             on_chunk = stack.enter_context(
-                _progress_reporter(self._progress, prepared.n_items, done)
+                progress_reporter(self._progress, prepared.n_items, done)
             )
             stack.enter_context(_sigterm_cancels(self.plan.backend == "processes"))
             dry_results, prepared.results = prepared.results, []  # keep memory bounded
@@ -745,120 +611,6 @@ class MapIterator(Iterator[Any]):
             )
 
 
-class _SerialReplanner:
-    """Weighs a serial plan the model chose again, once calls run REPLAN_FACTOR times slower than
-    the dry run measured, from what the serial batches measured; a parallel plan it makes is
-    handed to ``adopt`` and run instead."""
-
-    def __init__(
-        self,
-        func: Callable[[Any], Any],
-        prepared: _Prepared,
-        sampled: int,
-        stats: RunStats,
-        started: float,
-        adopt: Callable[[Plan], None],
-    ) -> None:
-        assert prepared.situation is not None and prepared.n_items is not None
-        self._func, self._prepared, self._sampled = func, prepared, sampled
-        self._stats, self._started, self._adopt = stats, started, adopt
-        self._situation, self._n_items = prepared.situation, prepared.n_items
-        self._planned = self._situation.profile.seconds_per_item
-        self._threshold = REPLAN_FACTOR * self._planned
-        first, *later = prepared.sampled or [Batch(0, sampled, self._planned)]
-        self._batches = RisingBatches(first)
-        for batch in later:
-            self._batches.add(batch)
-
-    def alarm(self) -> tuple[float, float] | None:
-        """Calls so slow that their batch is weighed at once (see Replanner.alarm)."""
-        if self._planned < WATCHED_CALL_SECONDS:
-            return None
-        return self._threshold, REPLAN_MIN_SECONDS
-
-    def __call__(self, done: int, batch_items: int, batch_seconds: float) -> Plan | None:
-        situation = self._situation
-        if done == batch_items and not self._sampled:
-            # The process's first call, which a dry run would have timed apart: its warm-up
-            # (a model loaded lazily) says nothing of the rest. Planned from a record, the
-            # retraining flow's first feature took 6.9 ms against 1.5 planned, and the rest
-            # went to loky workers: 3.4 s where serial took 2.0. Alone in its batch it is all
-            # warm-up, however much longer than the record's it took.
-            if batch_items == 1:
-                return None
-            batch_seconds = max(0.0, batch_seconds - situation.profile.warmup_seconds)
-        seconds_per_item = batch_seconds / batch_items
-        self._batches.add(Batch(done - batch_items, batch_items, seconds_per_item))
-        slow = seconds_per_item >= self._threshold and batch_seconds >= REPLAN_MIN_SECONDS
-        if not slow or done >= self._n_items:
-            return None
-        self._threshold = REPLAN_AGAIN * seconds_per_item
-        stats = self._stats
-        # Not the mean of all batches: where calls grow along the input (sorted by size),
-        # the latest, and the trend, tell most about the rest.
-        rest = self._batches.rest_seconds_per_item(self._n_items)
-        profile = replace(
-            situation.profile,
-            seconds_per_item=rest,
-            cpu_seconds_per_item=rest * stats.cpu_ratio,
-            # Calls this far from what the dry run saw vary at least as much as they cost.
-            seconds_stdev=max(situation.profile.seconds_stdev, rest),
-        )
-        later = replace(
-            situation,
-            profile=profile,
-            calibration=situation.calibration or get_calibration(),
-            n_remaining=self._n_items - done,
-            spent_seconds=time.perf_counter() - self._started,
-            parent_warm=True,  # the caller has run the function: forked workers inherit that
-            fork_safe=fork_is_safe(),
-            min_gain=MIN_GAIN,  # calls measured slower now, not a record's noise
-        )
-        serial = self._prepared.plan
-        identity = (serial.function, serial.function_digest)
-        _, plan = _decide_within(self._func, later, Constraints(), identity, self._prepared.options)
-        if plan.backend == "serial":
-            return None
-        plan = plan.with_changes(
-            reason=f"Re-planned after {done} items (planned for {duration_text(self._planned)} "
-            f"a call). {plan.reason}"
-        )
-        log.info("amorsize: %s: %s", plan.function, plan.reason)
-        self._adopt(plan)
-        return plan
-
-
-class _ProgressBar(tqdm):
-    """tqdm's bar without its monitor thread, which outlives every bar: with another thread
-    alive, a process must not fork (fork_is_safe), so after one map with a progress bar every
-    later map in the process started fresh interpreters (a second or more each, with imports)
-    instead of forking workers. The monitor only adjusts bars updated rarely; ours update on
-    every chunk."""
-
-    monitor_interval = 0
-
-
-@contextlib.contextmanager
-def _progress_reporter(
-    progress: Progress, total: int | None, initial: int
-) -> Iterator[Callable[[int], None] | None]:
-    if progress is False:
-        yield None
-        return
-    if progress is True:
-        with _ProgressBar(total=total, initial=initial, unit="item", desc="amorsize") as bar:
-            yield bar.update
-        return
-    done = initial
-
-    def report(n_items: int) -> None:
-        nonlocal done
-        done += n_items
-        progress(done, total)
-
-    yield report
-
-
 @contextlib.contextmanager
 def _sigterm_cancels(needed: bool) -> Iterator[None]:
     """Make SIGTERM raise in the caller during the map, so that the workers are killed.
@@ -886,78 +638,3 @@ def _sigterm_cancels(needed: bool) -> Iterator[None]:
 def _may_run_own_threads(profile: Profile | None) -> bool:
     """Whether the function may run BLAS/OpenMP threads of its own: unknown without a profile."""
     return profile is None or profile.runs_own_threads
-
-
-def _serial_cost_per_call(
-    plan: Plan, profile: Profile | None, stats: RunStats
-) -> tuple[float, float]:
-    """Wall and CPU seconds of a call in this map, as a serial run would pay them.
-
-    A thread's chunks are timed on the wall clock, which runs on while the thread waits for a CPU
-    or for the GIL the other threads hold: the retraining flow's cv_score, on 3 threads of 2 CPUs,
-    read 0.39 s a call where a serial run took 0.19, and its record planned the next run on more
-    threads still. A thread's own CPU clock stops meanwhile; divided by the share of a call's
-    wall time the dry run saw on the CPU, it is the call's cost on its own CPU (0.21 to 0.28 s
-    there: calls side by side still slow each other). Only for busy calls: calls that mostly wait
-    leave the CPUs to the other threads, and their few microseconds of CPU, scaled up by a small
-    share, would be noise. Nor for calls that run threads of their own (BLAS), whose CPU the
-    calling thread's clock does not see.
-
-    Elsewhere, as in the dry run, the CPU seconds count the calls' waits for a CPU (run_queue):
-    on a busy node a serial run's calls would otherwise read as waiting, and the next run from
-    this record would plan threads that have no CPU to run on.
-    """
-    per_item = stats.compute_seconds / stats.items
-    if (
-        plan.backend == "threads"
-        and profile is not None
-        and profile.busy
-        and not profile.runs_own_threads
-    ):
-        cpu_per_item = stats.cpu_seconds / stats.items
-        return min(per_item, cpu_per_item / profile.cpu_ratio), cpu_per_item
-    return per_item, per_item * stats.cpu_ratio
-
-
-def _record(
-    plan: Plan, prepared: _Prepared, stats: RunStats, wall: float, sampled: int
-) -> RunRecord:
-    profile = prepared.profile or (Profile.from_dict(plan.profile) if plan.profile else None)
-    n_items = sampled + stats.items
-    if stats.items:
-        per_item, cpu_per_item = _serial_cost_per_call(plan, profile, stats)
-    elif profile is not None:
-        per_item, cpu_per_item = profile.seconds_per_item, profile.cpu_seconds_per_item
-    else:
-        per_item = cpu_per_item = 0.0
-    if profile is not None and prepared.sample_seconds > 0:
-        serial = profile.first_call_seconds + max(0, n_items - 1) * per_item
-    else:
-        serial = (profile.warmup_seconds if profile else 0.0) + n_items * per_item
-    corrected = (
-        replace(profile, seconds_per_item=per_item, cpu_seconds_per_item=cpu_per_item).to_dict()
-        if profile is not None
-        else {}
-    )
-    return RunRecord(
-        function=plan.function,
-        function_digest=plan.function_digest,
-        n_items=n_items,
-        backend=plan.backend,
-        n_jobs=plan.n_jobs,
-        chunksize=plan.chunksize,
-        start_method=plan.start_method,
-        source=plan.source,
-        wall_seconds=wall,
-        sample_seconds=prepared.sample_seconds,
-        map_seconds=max(0.0, stats.finished_at - stats.started_at),
-        startup_seconds=stats.startup_seconds,
-        sampled_items=sampled,
-        seconds_per_item=per_item,
-        cpu_seconds_per_item=cpu_per_item,
-        serial_seconds_estimate=serial,
-        achieved_speedup=serial / wall if wall > 0 else 0.0,
-        estimated_speedup=plan.estimated_speedup,
-        limits=prepared.limits.to_dict(),
-        profile=corrected,
-    )

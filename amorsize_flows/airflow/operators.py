@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from .. import InvalidPlanError, MapCancelledError, RunRecord, run
-from ..api import check_options
+from ..options import check_options
 from ..report import plan_table
 from ._results import deliver
 

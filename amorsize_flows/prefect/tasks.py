@@ -39,8 +39,9 @@ from prefect import Task
 from prefect.context import TaskRunContext
 from prefect.states import Cancelled, State
 
-from ..api import check_options, imap
+from ..api import imap
 from ..errors import MapCancelledError
+from ..options import check_options
 from ..profile import function_identity
 from ..report import plan_table
 from . import _history

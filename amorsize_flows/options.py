@@ -1,0 +1,94 @@
+"""The planner's options, checked where they are given: a bad one fails with what was expected.
+
+The integrations check them when a task is declared (``check_options``), so that a DAG or flow
+with a bad option fails when it is loaded, not hours later when its task runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .limits import parse_memory
+from .plan import BACKENDS, RunRecord
+
+__all__ = ["Options", "check_callable", "check_items", "check_options"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """The caller's settings for one map; None leaves a setting to the model."""
+
+    max_workers: int | None = None
+    memory_limit: int | str | None = None
+    sample_size: int | None = None
+    backend: str | None = None
+    n_jobs: int | None = None
+    chunksize: int | None = None
+    history: RunRecord | None = None
+
+    @classmethod
+    def build(cls, given: Mapping[str, Any]) -> Options:
+        """The options among ``given`` (a call's keyword arguments), each checked.
+
+        Raises:
+            TypeError, ValueError: naming the option, what was expected and what was got.
+        """
+        names = set(cls.__dataclass_fields__)
+        values = {key: value for key, value in given.items() if key in names}
+        unknown = set(given) - names - {"func", "items"}
+        if unknown:
+            raise TypeError(
+                f"unexpected option(s) {', '.join(sorted(unknown))}; expected any of "
+                f"{', '.join(sorted(names))}"
+            )
+        for name in ("max_workers", "sample_size", "n_jobs", "chunksize"):
+            value = values.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise ValueError(f"`{name}` must be an int >= 1 or None, got {value!r}")
+        if values.get("memory_limit") is not None:
+            parse_memory(values["memory_limit"])  # "4G" is checked now, not when a map starts
+        if values.get("backend") is not None and values["backend"] not in BACKENDS:
+            raise ValueError(
+                f"`backend` must be one of {', '.join(BACKENDS)} or None, got {values['backend']!r}"
+            )
+        history = values.get("history")
+        if isinstance(history, Mapping):
+            values["history"] = RunRecord.from_dict(history)
+        elif history is not None and not isinstance(history, RunRecord):
+            raise TypeError(
+                f"`history` must be a RunRecord, its dict, or None, got {type(history).__name__}"
+            )
+        return cls(**values)
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Check the planner's options (``max_workers``, ``memory_limit``, ``sample_size``,
+    ``backend``, ``n_jobs``, ``chunksize``, ``history``) as :func:`execute` would.
+
+    The integrations call it when a task is declared, so that a DAG or flow with a bad option
+    fails when it is loaded, not hours later when its task runs.
+
+    Raises:
+        TypeError, ValueError: naming the option, what was expected and what was got.
+    """
+    Options.build(options)
+
+
+def check_callable(func: object) -> None:
+    if not callable(func):
+        raise TypeError(f"`func` must be callable (a function of one item), got {func!r}")
+
+
+def check_items(items: object) -> Iterable[Any]:
+    if isinstance(items, (str, bytes)):
+        raise TypeError(
+            f"`items` must be an iterable of items, got a {type(items).__name__}; wrap a single "
+            f"item in a list"
+        )
+    if not isinstance(items, Iterable):
+        raise TypeError(f"`items` must be an iterable (a list, a generator, ...), got {items!r}")
+    return items

@@ -1,0 +1,121 @@
+"""Weighing a serial plan again while it runs, when its calls prove far costlier than measured.
+
+The dry run sees the first few items. Where they were not typical (a skewed input whose rare slow
+items it missed, an input sorted by size), the serial batches show it, and the rest of the map
+may be worth a pool after all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from .calibrate import get_calibration
+from .model import MIN_GAIN, Situation, duration_text
+from .plan import Plan
+from .runner import RunStats, fork_is_safe
+from .trend import Batch, RisingBatches
+
+__all__ = ["SerialReplanner"]
+
+log = logging.getLogger(__name__)
+
+# A serial plan is weighed again once its calls take this many times longer than the dry run
+# measured: the first items were not typical (a skewed input whose rare slow items the dry run
+# missed, an input sorted by size). Not less: over 300k cheap calls, batches of 100k ran 2.2
+# times slower per call than the dry run's few hundred, the result list outgrowing the caches.
+REPLAN_FACTOR = 4.0
+# ... and again each time they slow down this many times more (an input sorted by size).
+REPLAN_AGAIN = 2.0
+# A batch shorter than this cannot show work worth a pool (none starts that fast), and its clock
+# readings are mostly the batch's own bookkeeping.
+REPLAN_MIN_SECONDS = 1e-3
+# Serial calls planned at least this long are each followed by a clock reading (0.1 µs), so that
+# a batch whose calls prove slow is weighed again at once instead of running on (Replanner.alarm).
+WATCHED_CALL_SECONDS = 1e-5
+
+
+class SerialReplanner:
+    """Weighs a serial plan the model chose again, once calls run REPLAN_FACTOR times slower than
+    the dry run measured, from what the serial batches measured; a parallel plan it makes is
+    handed to ``adopt`` and run instead."""
+
+    def __init__(
+        self,
+        situation: Situation,
+        n_items: int,
+        dry_run: list[Batch],
+        stats: RunStats,
+        started: float,
+        decide: Callable[[Situation], Plan],
+        adopt: Callable[[Plan], None],
+    ) -> None:
+        """``situation`` is the one the serial plan was made in, ``dry_run`` its calls along the
+        input (Sample.batches), ``stats`` the serial batches' as they run, ``started`` when the
+        map began (perf_counter); ``decide`` makes a plan for a later situation."""
+        self._situation, self._n_items, self._stats = situation, n_items, stats
+        self._started, self._decide, self._adopt = started, decide, adopt
+        self._sampled = sum(batch.items for batch in dry_run)
+        self._planned = situation.profile.seconds_per_item
+        self._threshold = REPLAN_FACTOR * self._planned
+        first, *later = dry_run or [Batch(0, 0, self._planned)]
+        self._batches = RisingBatches(first)
+        for batch in later:
+            self._batches.add(batch)
+
+    def alarm(self) -> tuple[float, float] | None:
+        """Calls so slow that their batch is weighed at once (see Replanner.alarm)."""
+        if self._planned < WATCHED_CALL_SECONDS:
+            return None
+        return self._threshold, REPLAN_MIN_SECONDS
+
+    def __call__(self, done: int, batch_items: int, batch_seconds: float) -> Plan | None:
+        situation = self._situation
+        if done == batch_items and not self._sampled:
+            # The process's first call, which a dry run would have timed apart: its warm-up
+            # (a model loaded lazily) says nothing of the rest. Planned from a record, the
+            # retraining flow's first feature took 6.9 ms against 1.5 planned, and the rest
+            # went to loky workers: 3.4 s where serial took 2.0. Alone in its batch it is all
+            # warm-up, however much longer than the record's it took.
+            if batch_items == 1:
+                return None
+            batch_seconds = max(0.0, batch_seconds - situation.profile.warmup_seconds)
+        seconds_per_item = batch_seconds / batch_items
+        self._batches.add(Batch(done - batch_items, batch_items, seconds_per_item))
+        slow = seconds_per_item >= self._threshold and batch_seconds >= REPLAN_MIN_SECONDS
+        if not slow or done >= self._n_items:
+            return None
+        self._threshold = REPLAN_AGAIN * seconds_per_item
+        stats = self._stats
+        # Not the mean of all batches: where calls grow along the input (sorted by size),
+        # the latest, and the trend, tell most about the rest.
+        rest = self._batches.rest_seconds_per_item(self._n_items)
+        profile = replace(
+            situation.profile,
+            seconds_per_item=rest,
+            cpu_seconds_per_item=rest * stats.cpu_ratio,
+            # Calls this far from what the dry run saw vary at least as much as they cost.
+            seconds_stdev=max(situation.profile.seconds_stdev, rest),
+        )
+        later = replace(
+            situation,
+            profile=profile,
+            calibration=situation.calibration or get_calibration(),
+            n_remaining=self._n_items - done,
+            spent_seconds=time.perf_counter() - self._started,
+            parent_warm=True,  # the caller has run the function: forked workers inherit that
+            fork_safe=fork_is_safe(),
+            min_gain=MIN_GAIN,  # calls measured slower now, not a record's noise
+        )
+        plan = self._decide(later)
+        if plan.backend == "serial":
+            return None
+        plan = plan.with_changes(
+            reason=f"Re-planned after {done} items (planned for {duration_text(self._planned)} "
+            f"a call). {plan.reason}"
+        )
+        log.info("amorsize: %s: %s", plan.function, plan.reason)
+        self._adopt(plan)
+        return plan
