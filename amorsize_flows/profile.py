@@ -8,7 +8,6 @@ take at best.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import itertools
@@ -18,7 +17,6 @@ import operator
 import os
 import pickle
 import statistics
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field, fields
@@ -28,7 +26,8 @@ import cloudpickle
 import psutil
 from threadpoolctl import threadpool_limits
 
-from .blas_pools import native_thread_ids
+from . import gil_probe
+from .cpu_clocks import FunctionClock
 from .gc_pauses import CollectionTime
 from .run_queue import cpu_ratio, queued_seconds
 from .trend import Batch
@@ -38,9 +37,6 @@ __all__ = ["Parallelism", "Profile", "Sample", "function_identity", "sample"]
 log = logging.getLogger(__name__)
 
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-# Linux's clock id of a thread's CPU time, with the thread's id shifted above it:
-# CPUCLOCK_PERTHREAD_MASK | CPUCLOCK_SCHED in the kernel's posix-timers.h.
-_CPUCLOCK_THREAD_SCHED = 6
 
 Parallelism = tuple[int, int]  # (CPUs, threads) a map could use at most
 
@@ -76,47 +72,6 @@ MIN_RATIO_SECONDS = 1e-3
 # pure Python read 21 ms of CPU (5.0 CPUs' worth of threads of its own), and 400 such calls ran
 # serially where two processes take half the time.
 CPU_CLOCK_SLACK = 1.25
-# Calls this busy (CPU over wall) and this long get the two-thread GIL probe: below 0.5 they mostly
-# wait and overlap anyway; below 10 µs releasing and taking back the GIL costs about as much as
-# the call, and threads seldom win. (The bound was 100 µs: sha256 of 64 KB, 37 µs a call and
-# GIL-free, then ran serially in 76 ms where two threads took 44 ms.)
-GIL_PROBE_RATIO = 0.5
-GIL_PROBE_MIN_SECONDS = 1e-5
-# Each of the probe's two threads runs calls for about this long, a batch of them if they are
-# short: a thread's start and the GIL's first hand-off would blur a span of one short call.
-GIL_PROBE_SECONDS = 1e-3
-# The probe's two threads stop taking items once this many times the calls' expected serial time
-# has passed: on an input sorted by cost, a probe sized from the first calls ran 120 items in
-# 150 ms (for 17 µs calls) and left the serial plan no batch to notice the rise in.
-GIL_PROBE_DEADLINE = 2.0
-# The probe costs about one call of lost parallelism, so it runs only where threads could beat
-# processes: when pickling an item and its result costs this share of the call, or when processes
-# are impossible (a daemonic worker, a function that does not pickle).
-GIL_PROBE_PICKLE_SHARE = 0.1
-# Whether the probe can time its calls' CPU per thread: to the nanosecond on Linux and macOS,
-# in 15.6 ms ticks on Windows, longer than a probe.
-THREAD_CLOCK_PRECISE = time.get_clock_info("thread_time").resolution <= 1e-6
-# Below this share, calls overlapped. Where the thread clock is precise, a pair can read too
-# high, never too low: calls that take turns cannot end before their CPU time has passed, but
-# overlapping calls read as taking turns when other processes hold a CPU, or when a thread is
-# woken late. On this VM an idle vCPU took a millisecond or more to run a thread woken for the
-# GIL, a wait the kernel does not count as queued: 2 ms calls of GIL-free hashing read as taking
-# turns in 2 to 4 probes of 6 after forking maps, in some runs of the suite. So one pair that
-# overlapped settles it, and calls that took turns must do so in GIL_HELD_PAIRS pairs with free
-# CPUs; the lowest reading stands. A pair whose calls one thread ran all of counts as crowded:
-# the other may have started late (see call_pair). Calls that hold the GIL for less than the
-# interpreter's switch interval (5 ms) leave the other thread none too, so they are read from
-# GIL_PROBE_MAX_PAIRS pairs: a few calls more in the caller, their results kept.
-# Where the clock is coarse (Windows), the calls' mean stands in for their CPU time and readings
-# err both ways: overlap must then be read twice, and the highest clear reading stands.
-GIL_RELEASED_SHARE = 0.5
-GIL_HELD_PAIRS = 2
-# A pair whose threads waited this share of their time for a CPU (runnable, none free: Linux's
-# schedstat) found the CPUs crowded, and is tried again, up to this many pairs in all: other
-# processes hold the CPUs. (Right after a map, Linux also ran both threads on one CPU; they are
-# now kept apart, see call_pair.) On a quiet host, pairs wait under 2% of their time.
-GIL_PROBE_CROWDED_SHARE = 0.1
-GIL_PROBE_MAX_PAIRS = 4
 # Calls cheaper than this are timed a batch at a time once the first few were timed alone: two
 # clock readings around each would cost more than the call and double the dry run's cost. Each
 # batch is twice the last, so that the dry run's share of the map's time goes into calls, whose
@@ -207,7 +162,7 @@ class Profile:
 
     def lacks_gil_share(self, *, processes_possible: bool, fork_possible: bool) -> bool:
         """Whether the GIL share, not measured, could change a plan made from this profile."""
-        return self.gil_share is None and _gil_probe_can_matter(
+        return self.gil_share is None and gil_probe.can_matter(
             self.cpu_ratio,
             self.seconds_per_item,
             self.pickle_seconds_in + self.pickle_seconds_out,
@@ -218,8 +173,8 @@ class Profile:
 
     @property
     def busy(self) -> bool:
-        """Whether a call spends most of its time on the CPU rather than waiting (GIL_PROBE_RATIO)."""
-        return self.cpu_ratio >= GIL_PROBE_RATIO
+        """Whether a call spends most of its time on the CPU rather than waiting (see gil_probe)."""
+        return self.cpu_ratio >= gil_probe.GIL_PROBE_RATIO
 
     @property
     def runs_own_threads(self) -> bool:
@@ -406,7 +361,7 @@ def sample(
         with threadpool_limits(1):
             for item in itertools.islice(iterator, SINGLE_THREAD_CALLS):
                 meter.call(item, single_thread=True)
-    elif _gil_probe_can_matter(
+    elif gil_probe.can_matter(
         meter.cpu_ratio,
         meter.mean,
         meter.pickle_in + meter.pickle_out,
@@ -416,12 +371,12 @@ def sample(
     ):
         # Busy calls: does the function hold the GIL (pure Python) or release it (hashing,
         # compression, most of numpy)? Two calls (or batches) at once on two threads tell, in
-        # as many pairs as GIL_RELEASED_SHARE says.
-        per_thread = max(1, math.ceil(GIL_PROBE_SECONDS / meter.mean))
-        for _ in range(GIL_PROBE_MAX_PAIRS):
+        # as many pairs as gil_probe.GIL_RELEASED_SHARE says.
+        per_thread = gil_probe.calls_per_thread(meter.mean)
+        for _ in range(gil_probe.GIL_PROBE_MAX_PAIRS):
             unrun = meter.call_pair(list(itertools.islice(iterator, 2 * per_thread)))
             iterator = itertools.chain(unrun, iterator)
-            if meter.gil_probe_done():
+            if gil_probe.answered(meter.gil_readings):
                 break
     if n_items is not None and meter.calls >= n_items:
         n_items = meter.calls
@@ -449,7 +404,7 @@ class _Meter:
         self.single_thread: list[float] = []
         # Entered while calls are timed, which leave its pauses out (see gc_pauses).
         self.collections = CollectionTime()
-        self.gil_readings: list[tuple[float, bool]] = []  # (share, crowded) of each pair
+        self.gil_readings: list[gil_probe.Reading] = []  # of each pair
         # (first item's index, calls, seconds per call) of each pair that ran calls.
         self.pairs: list[tuple[int, int, float]] = []
         self.cpu_steady = self.wall_steady = 0.0
@@ -465,7 +420,7 @@ class _Meter:
         self.memory_before = self.memory_after_first = _resident_bytes()
         # CPU and wall clocks read once around a stretch of steady calls, not around each: per
         # call, CPU time can be below the clock's resolution. None between stretches.
-        self._clock = _FunctionClock()
+        self._clock = FunctionClock()
         self._wall_mark: float | None = None
         self._queued_mark = 0.0
         self._cpu_before = self._wall_before = self._queued_before = 0.0  # of stretches closed
@@ -476,26 +431,8 @@ class _Meter:
 
     @property
     def gil_share(self) -> float | None:
-        """The lowest share the probe read (see GIL_RELEASED_SHARE); with a coarse thread clock
-        the highest, leaving out pairs that found the CPUs crowded unless every pair did."""
-        if not self.gil_readings:
-            return None
-        shares = [share for share, _ in self.gil_readings]
-        if THREAD_CLOCK_PRECISE:
-            return min(shares)
-        clear = [share for share, crowded in self.gil_readings if not crowded]
-        return max(clear or shares)
-
-    def gil_probe_done(self) -> bool:
-        """Whether the GIL probe has its answer: calls overlapped in a pair (two, with a coarse
-        clock), or took turns in GIL_HELD_PAIRS pairs that had free CPUs."""
-        if not self.gil_readings:
-            return True  # too few items left for a pair
-        overlapped = sum(share < GIL_RELEASED_SHARE for share, _ in self.gil_readings)
-        took_turns = sum(
-            share >= GIL_RELEASED_SHARE and not crowded for share, crowded in self.gil_readings
-        )
-        return overlapped >= (1 if THREAD_CLOCK_PRECISE else 2) or took_turns >= GIL_HELD_PAIRS
+        """The GIL share the probe's pairs read (gil_probe.lowest_share); None before any."""
+        return gil_probe.lowest_share(self.gil_readings)
 
     @property
     def mean(self) -> float:
@@ -598,99 +535,18 @@ class _Meter:
         self.probed_results += results[:room]
 
     def call_pair(self, items: list[Any]) -> list[Any]:
-        """Calls on two threads at once, each taking the next item in turn; from how long they
-        took together, the GIL share. Return the items left unrun: calls that grew dearer than
-        the mean (an input sorted by size) stop at a deadline instead of running on for a
-        hundred times the probe's budget."""
+        """Calls on two threads at once (gil_probe.run_pair); return the items left unrun."""
         if len(items) < 2 or not self.mean:
             for item in items:
                 self.call(item)
             return []
         first = self.start_index + self.calls
-        results: list[Any] = [None] * len(items)
-        failures: dict[int, BaseException] = {}
-        taken = itertools.count()
-        budget = GIL_PROBE_DEADLINE * len(items) * self.mean
-        # Both set when the first item is taken: on a loaded host a thread's start can take longer
-        # than the whole budget (5 ms measured with three busy processes on two cores), and a
-        # clock started before it measured nothing in 1 probe of 10.
-        first_taken = [math.inf]
-        deadline = [math.inf]
-
-        cpu_seconds: list[float] = []  # of each thread: a thread waiting for the GIL uses none
-        queued: list[float] = []  # of each thread: runnable, but no CPU was free
-        calls: list[int] = []  # of each thread
-
-        def run(queued_before: float, cpus: set[int] | None = None) -> None:
-            started = time.thread_time()
-            try:
-                if cpus:
-                    with contextlib.suppress(OSError):
-                        os.sched_setaffinity(0, cpus)  # the probe's own thread, gone after
-                calls.append(take_and_call())
-            finally:
-                cpu_seconds.append(time.thread_time() - started)
-                queued.append(queued_seconds() - queued_before)
-
-        def take_and_call() -> int:
-            # next() on a count is atomic under the GIL, and a position taken is run: the items
-            # run form a prefix of ``items``.
-            done = 0
-            while not failures and time.perf_counter() <= deadline[0]:
-                position = next(taken)
-                if position >= len(items):
-                    break
-                if position == 0:
-                    first_taken[0] = time.perf_counter()
-                    deadline[0] = first_taken[0] + budget
-                try:
-                    results[position] = self.func(items[position])
-                except BaseException as error:
-                    failures[position] = error
-                    break
-                done += 1
-            return done
-
-        # One thread started, the other here at once; the span of both tells: about half the
-        # calls' time when they ran at the same time, all of it when they took turns on one GIL.
-        # (Waiting on a barrier first would not do: a thread woken from it may wait for the GIL
-        # longer than a whole call.)
-        # A new thread's count of waits for a CPU starts at zero: its wait to start counts too,
-        # as does this thread's wait to go on once it has started the other.
-        # Left alone, Linux often ran both threads on one CPU, one after the other, for a dozen
-        # pairs after the process had slept or waited on a map's workers (a woken thread goes
-        # where its waker runs, and an idle CPU does not pull it at once): the two threads are
-        # kept on different CPUs while they run.
-        queued_before = queued_seconds()
-        here, elsewhere = _cpus_apart()
-        with _this_thread_on(here):
-            other = threading.Thread(target=run, args=(0.0, elsewhere))
-            other.start()
-            run(queued_before)
-            other.join()
-        span = time.perf_counter() - first_taken[0]
-        if failures:
-            position = min(failures)
-            error = failures[position]
-            error.add_note(f"amorsize: raised by item {first + position} during the dry run")
-            raise error
-        ran = min(next(taken), len(items))
-        # The calls' own CPU time is what they would take one after the other; the mean of the
-        # earlier calls is a stand-in where the thread clock is coarse (Windows). It was wrong
-        # where the first calls were slower than these: 1 MB results, 4.5 ms for the first calls
-        # and 3.0 after, read as a share of 0.36 for a function that holds the GIL throughout.
-        serial_seconds = sum(cpu_seconds) if THREAD_CLOCK_PRECISE else ran * self.mean
-        share = min(1.0, max(0.0, 2 * span / serial_seconds - 1.0)) if serial_seconds else 1.0
-        # Calls that release the GIL take turns all the same where the threads find no free CPU
-        # (other processes hold it, or the scheduler put both threads on one for a while).
-        # Nor do calls a single thread ran all of: the other may have started after they were
-        # taken (an idle vCPU here woke a new thread more than a 1.6 ms call late, unseen by
-        # schedstat; in a fresh process, GIL-free hashing so read as held in 2 to 8 probes of 12).
-        crowded = sum(queued) >= GIL_PROBE_CROWDED_SHARE * 2 * span or 0 in calls
-        self.gil_readings.append((share, crowded))
+        pair = gil_probe.run_pair(self.func, items, self.mean, first)
+        self.gil_readings.append((pair.share, pair.crowded))
+        ran = len(pair.results)
         if ran:
-            self.pairs.append((self.start_index + self.calls, ran, serial_seconds / ran))
-        self.results.extend(results[:ran])
+            self.pairs.append((first, ran, pair.seconds_per_call))
+        self.results.extend(pair.results)
         return items[ran:]
 
     def measure_pickling(self) -> None:
@@ -744,28 +600,6 @@ class _Meter:
             picklable=not self.not_picklable,
             not_picklable_reason=self.not_picklable,
         )
-
-
-def _gil_probe_can_matter(
-    cpu_ratio: float,
-    seconds_per_call: float,
-    pickling_seconds: float,
-    *,
-    picklable: bool,
-    processes_possible: bool,
-    fork_possible: bool,
-) -> bool:
-    """Whether knowing the GIL share of busy calls could change the plan (see GIL_PROBE_*
-    above): where processes are impossible, or costly next to threads, by the pickling of each
-    call or by the fresh interpreters they would have to start. Those take a tenth of a second
-    and the function's imports before their first call: in Prefect's threaded engine, 1.2 to
-    1.75 s for a function importing scikit-learn, whose SVC fits release the GIL and ran 1.66x
-    faster on two threads than serially."""
-    if cpu_ratio < GIL_PROBE_RATIO or seconds_per_call < GIL_PROBE_MIN_SECONDS:
-        return False
-    if not processes_possible or not picklable or not fork_possible:
-        return True
-    return pickling_seconds >= GIL_PROBE_PICKLE_SHARE * seconds_per_call
 
 
 def _enough(
@@ -826,117 +660,6 @@ def _usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-class _FunctionClock:
-    """CPU seconds of the calling thread and of the process's native threads (the BLAS and
-    OpenMP pools a call may keep busy), without the other Python threads: an orchestrator's
-    engine and API server run there, and their CPU is not the function's (in Prefect's test
-    harness, a pure-Python call read as 1.7 CPUs' worth of threads of its own).
-
-    Linux adds another running thread's CPU time to the process clock (and to /proc) only at a
-    scheduler tick or when that thread is switched out: over 1.2 ms windows of 220x220 products
-    on two OpenBLAS threads, the process clock read 1.0 CPU in 20 windows of 30, and up to 4.5
-    when a tick paid in time from before the window. A thread's own CPU clock is brought up to
-    date when read (_thread_seconds): read so, 2.0 in 28 of 30. Where the caller is Python's
-    only thread, the clock is the process's, read right after each native thread's own clock,
-    which brings the process's sum up to date too (and keeps the time of threads that ended);
-    where it is not, the caller's thread clock plus each native thread's, listed anew at every
-    reading (one born in between counts whole, one that ended takes its time with it). The
-    whole process's where Linux's /proc/self/task is not there to list its threads.
-    """
-
-    def __init__(self) -> None:
-        self._seen_python: set[str] | None = None  # None: the caller is Python's only thread
-        self._natives: list[str] = []
-        self._own = 0.0
-        self._native_start: dict[str, float] = {}
-
-    def start(self, *, native_threads: bool = True) -> None:
-        """Start counting; without ``native_threads``, leave out the native threads of a caller
-        that is Python's only thread (their CPU then reaches the process clock at a tick)."""
-        alone = threading.active_count() == 1
-        python = set() if alone else {str(thread.native_id) for thread in threading.enumerate()}
-        natives = native_thread_ids(python) if native_threads or not alone else []
-        self._natives, self._native_start = [], {}
-        if alone or natives is None:
-            self._seen_python = None
-            self._natives = natives or []
-            self._own = self._process_seconds()
-        else:
-            self._seen_python = python
-            self._own = time.thread_time()
-            self._native_start = {task: _thread_seconds(task) for task in natives}
-
-    @property
-    def sees_native_threads(self) -> bool:
-        """Whether :meth:`start` found native threads."""
-        return bool(self._natives or self._native_start)
-
-    def seconds(self) -> float:
-        """CPU seconds used since :meth:`start`."""
-        if self._seen_python is None:
-            return self._process_seconds() - self._own
-        own = time.thread_time() - self._own
-        native = 0.0
-        for task in native_thread_ids(self._seen_python) or []:
-            native += max(0.0, _thread_seconds(task) - self._native_start.get(task, 0.0))
-        return own + native
-
-    def _process_seconds(self) -> float:
-        for task in self._natives:
-            _thread_seconds(task)  # brings the process clock's share of it up to date
-        return time.process_time()
-
-
-def _thread_seconds(task: str) -> float:
-    """The CPU seconds of this process's thread ``task`` (a native id) so far, up to date even
-    while it runs; 0.0 once it has ended. Linux names a thread's CPU clock by its id
-    (MAKE_THREAD_CPUCLOCK in the kernel's posix-timers.h, what glibc's pthread_getcpuclockid
-    returns), and reading it settles the thread's pending CPU time first."""
-    try:
-        return time.clock_gettime(((~int(task)) << 3) | _CPUCLOCK_THREAD_SCHED)
-    except OSError:
-        return 0.0
-
-
-def _cpus_apart() -> tuple[set[int] | None, set[int] | None]:
-    """The CPU this thread runs on now (Linux's /proc/thread-self/stat), and the others it may
-    run on; (None, None) where that is unknown or there is no other."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None, None
-    try:
-        descriptor = os.open("/proc/thread-self/stat", os.O_RDONLY)
-    except OSError:
-        return None, None
-    try:
-        # The fields after the command name, which may hold spaces; `processor` is the 39th.
-        current = int(os.read(descriptor, 1024).rsplit(b")", 1)[1].split()[36])
-    except (OSError, IndexError, ValueError):
-        return None, None
-    finally:
-        os.close(descriptor)
-    others = os.sched_getaffinity(0) - {current}
-    return ({current}, others) if others else (None, None)
-
-
-@contextlib.contextmanager
-def _this_thread_on(cpus: set[int] | None) -> Iterator[None]:
-    """Keep the calling thread on ``cpus`` (Linux applies affinity per thread), then give it
-    back the CPUs it had."""
-    if not cpus:
-        yield
-        return
-    allowed = os.sched_getaffinity(0)
-    try:
-        os.sched_setaffinity(0, cpus)
-    except OSError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, allowed)
 
 
 def _stdev(values: list[float]) -> float:

@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from amorsize_flows import Plan, blas_pools, execute
+from amorsize_flows.gil_probe import GIL_RELEASED_SHARE
 from amorsize_flows.profile import (
-    GIL_RELEASED_SHARE,
     MAX_SAMPLE_SECONDS,
     _resident_bytes,
     function_identity,
