@@ -17,6 +17,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,8 +56,16 @@ _LOADED_TASK_SECONDS = 0.001
 _LOADED_TASKS = 400
 # Threads that take the tasks while their hand-off is measured: two, where the GIL changes hands.
 _THREAD_TASK_WORKERS = 2
+# Threads started to measure what one more costs: as many as a map of waiting calls runs on two
+# CPUs, each held until all have started, as a map's waiting calls hold theirs. Extrapolated from
+# starting two threads on empty tasks (which an executor hands to the threads already idle), 64
+# were counted 3.6 ms where a map of 300 waits of 10 ms took 17 to 38 ms to start them: predicted
+# 81 to 101 ms with its dry run, it took 97 to 124.
+_THREAD_START_COUNT = 64
+# How long a calibration thread waits for the others to start before the measurement fails.
+_THREAD_START_TIMEOUT_SECONDS = 10.0
 # Bumped whenever what is measured changes, so that older caches are measured again.
-_CALIBRATION_VERSION = "5"
+_CALIBRATION_VERSION = "6"
 # The calibration subprocess normally takes 1 to 3 s; past this something is wrong.
 _CALIBRATION_TIMEOUT_SECONDS = 120
 
@@ -278,16 +287,18 @@ def _loaded_task_seconds(n_workers: int) -> float:
     return handoff * n_workers
 
 
-def _thread_costs(n_many: int) -> tuple[tuple[float, float], float]:
+def _thread_costs() -> tuple[tuple[float, float], float]:
     def start(n_workers: int) -> float:
+        # Every task waits for all the others: no thread goes idle, so the executor starts each.
+        everyone = threading.Barrier(n_workers, timeout=_THREAD_START_TIMEOUT_SECONDS)
         started = time.perf_counter()
         with ThreadPoolExecutor(max_workers=n_workers) as executor:
-            list(executor.map(_noop, range(2 * n_workers)))
+            list(executor.map(lambda _: everyone.wait(), range(n_workers)))
         return time.perf_counter() - started
 
     one = statistics.mean(start(1) for _ in range(_START_REPEATS))
-    many = statistics.mean(start(n_many) for _ in range(_START_REPEATS))
-    return _linear_fit(one, many, n_many), _thread_task_seconds()
+    many = statistics.mean(start(_THREAD_START_COUNT) for _ in range(_START_REPEATS))
+    return _linear_fit(one, many, _THREAD_START_COUNT), _thread_task_seconds()
 
 
 def _thread_task_seconds() -> float:
@@ -339,7 +350,7 @@ def measure() -> Calibration:
     task_seconds, bandwidth, worker_memory = _process_costs()
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     loaded_task_seconds = max(task_seconds, _loaded_task_seconds(cpus))
-    thread_start, thread_task_seconds = _thread_costs(n_many)
+    thread_start, thread_task_seconds = _thread_costs()
     return Calibration(
         fork_start=fork_start,
         loky_start=loky_start,
