@@ -72,6 +72,22 @@ def test_waiting_work_uses_more_threads_than_cpus() -> None:
     assert "waiting" in plan.reason
 
 
+def test_many_threads_start_while_the_first_already_work() -> None:
+    # Starting a thread took half a millisecond here: 64 take 32 ms. The first threads run
+    # chunks while the last start, so small chunks lose about half of that ramp (300 waits of
+    # 10 ms on 64 threads took 65 ms through a bare executor, where 32 ms of starts and then five
+    # rounds of 10 ms would say 82); a chunk that the last thread takes runs after all of it.
+    slow_starts = replace(CALIBRATION, thread_start=(0.0, 5e-4))
+    waits = situation(profile(0.01, cpu_ratio=0.001, gil_share=0.001), 300, calibration=slow_starts)
+
+    def predicted(chunksize: int) -> float:
+        plan = choose(waits, Constraints("threads", 64, chunksize))
+        return float(plan.to_dict()["predicted_seconds"])
+
+    assert 0.05 + 0.016 < predicted(1) < 0.05 + 0.032
+    assert predicted(5) > 0.032 + 0.05 > predicted(1)
+
+
 def test_gil_free_calls_on_threads_get_chunks_that_spare_the_hand_offs() -> None:
     # 40 µs of hashing 64 KB without the GIL: pickling rules processes out; each hand-off to a
     # thread is 25 µs of Python that holds the GIL and a CPU, so chunks of one or two would lose.
