@@ -360,9 +360,9 @@ def _threads(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
     busy = max(_makespan(situation, n_workers, chunksize, chunk_seconds), gil_bound, cpu_bound)
     # Threads start one after another, and the first work while the last start: small chunks
     # lose about half the ramp, and a chunk that the last thread takes ends no sooner than the
-    # ramp and the chunk. (Counted whole before every chunk size, the ramp of 64 threads, 32 ms
-    # here, sent 300 waits of 10 ms to chunks of 5, one each: 0.12 to 0.16 s where chunks of 1
-    # and 2 took 0.10 to 0.12.)
+    # ramp and the chunk. (Counted whole before any chunk, the ramp of 64 threads, 32 ms here,
+    # overstated 300 waits of 10 ms in chunks of 1 by 16 ms, and understated chunks of 5, one
+    # per thread, which end a whole chunk after the last thread has started.)
     ramp = calibration.thread_start_seconds(n_workers)
     seconds = (
         _warmup_if_cold(situation)
