@@ -361,8 +361,8 @@ def _threads(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
     # Threads start one after another, and the first work while the last start: small chunks
     # lose about half the ramp, and a chunk that the last thread takes ends no sooner than the
     # ramp and the chunk. (Counted whole before any chunk, the ramp of 64 threads, 32 ms here,
-    # overstated 300 waits of 10 ms in chunks of 1 by 16 ms, and understated chunks of 5, one
-    # per thread, which end a whole chunk after the last thread has started.)
+    # overstated 300 waits of 10 ms in chunks of 1 by 16 ms; one chunk of 5 per thread does pay
+    # all of it.)
     ramp = calibration.thread_start_seconds(n_workers)
     seconds = (
         _warmup_if_cold(situation)
