@@ -7,13 +7,13 @@ with a bad option fails when it is loaded, not hours later when its task runs.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .limits import parse_memory
 from .plan import BACKENDS, RunRecord
 
-__all__ = ["Options", "check_callable", "check_items", "check_options"]
+__all__ = ["PLAN_SETTINGS", "Options", "check_callable", "check_items", "check_options"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,11 @@ class Options:
                 f"`history` must be a RunRecord, its dict, or None, got {type(history).__name__}"
             )
         return cls(**values)
+
+
+# The options that shape a plan; ``history`` is evidence of a previous run, which the
+# integrations keep and hand over themselves.
+PLAN_SETTINGS = tuple(field.name for field in fields(Options) if field.name != "history")
 
 
 def check_options(options: Mapping[str, Any]) -> None:

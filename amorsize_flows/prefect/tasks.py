@@ -41,7 +41,7 @@ from prefect.states import Cancelled, State
 
 from ..api import imap
 from ..errors import MapCancelledError
-from ..options import check_options
+from ..options import PLAN_SETTINGS, check_options
 from ..profile import function_identity
 from ..report import plan_table
 from . import _history
@@ -100,8 +100,9 @@ class MapOptions:
 
     def core_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`amorsize_flows.imap` that are set."""
-        names = ("max_workers", "memory_limit", "sample_size", "backend", "n_jobs", "chunksize")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        return {
+            name: getattr(self, name) for name in PLAN_SETTINGS if getattr(self, name) is not None
+        }
 
     def variable(self, task_name: str) -> str | None:
         """The Variable that keeps the last good run of the task, or None when not kept."""
