@@ -9,10 +9,10 @@ from .plan import Plan, RunRecord
 from .profile import Profile
 from .runner import RunStats
 
-__all__ = ["build_record", "serial_cost_per_call"]
+__all__ = ["build_record"]
 
 
-def serial_cost_per_call(
+def _serial_cost_per_call(
     plan: Plan, profile: Profile | None, stats: RunStats
 ) -> tuple[float, float]:
     """Wall and CPU seconds of a call in this map, as a serial run would pay them.
@@ -60,7 +60,7 @@ def build_record(
     profile = profile or (Profile.from_dict(plan.profile) if plan.profile else None)
     n_items = sampled + stats.items
     if stats.items:
-        per_item, cpu_per_item = serial_cost_per_call(plan, profile, stats)
+        per_item, cpu_per_item = _serial_cost_per_call(plan, profile, stats)
     elif profile is not None:
         per_item, cpu_per_item = profile.seconds_per_item, profile.cpu_seconds_per_item
     else:
