@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.host import stolen_seconds
+
 # Set before amorsize_flows is imported anywhere: the calibration cache is read lazily, but a
 # test session must neither read nor write the developer's own cache.
 os.environ.setdefault("AMORSIZE_CACHE_DIR", tempfile.mkdtemp(prefix="amorsize-test-cache-"))
@@ -25,6 +27,34 @@ THREAD_EXIT_GRACE_SECONDS = 2.0
 # until the process's other threads leave the CPUs alone.
 QUIET_WAIT_SECONDS = 1.0
 QUIET_WINDOW_SECONDS = 0.02
+
+
+_STOLEN_DURING_CALL = pytest.StashKey[float]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Note how much CPU time the host took away while the test ran."""
+    stolen = stolen_seconds()
+    try:
+        return (yield)
+    finally:
+        item.stash[_STOLEN_DURING_CALL] = stolen_seconds() - stolen
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[pytest.TestReport]:
+    """Say, under a failed test, what the host took away meanwhile: tests of timing and
+    scheduling read it as waiting, and a failure then is no evidence against the code."""
+    report = yield
+    if report.when == "call" and report.failed and _STOLEN_DURING_CALL in item.stash:
+        stolen = item.stash[_STOLEN_DURING_CALL]
+        report.sections.append(
+            ("host", f"the host took {stolen:.2f} s of CPU time away during this test (steal)")
+        )
+    return report
 
 
 @pytest.fixture(autouse=True)
