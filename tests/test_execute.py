@@ -215,7 +215,7 @@ def test_a_plan_in_doubt_is_made_from_more_calls_each_run_once(
 
 def test_a_serial_verdict_leaves_the_cgroup_files_unread_and_says_so(one_cpu_pod: None) -> None:
     plan = amz.run(square, range(20_000)).plan
-    assert plan.backend == "serial"
+    assert plan.backend == "serial", plan.reason
     assert plan.limits["upper_bound"] is True
     assert plan.limits["cpus"] == len(os.sched_getaffinity(0))  # the pod's quota was not read
     assert "cgroup quotas not read" in amz_report.plan_table(plan)

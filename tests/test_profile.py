@@ -177,12 +177,15 @@ def test_a_result_that_does_not_pickle_is_named() -> None:
     assert len(dry.results) == 6  # the dry run's results are kept all the same
 
 
-def test_one_pause_does_not_make_cheap_calls_look_costly() -> None:
-    # Cheap calls are timed in batches (64, then twice the last); a batch that stalled once (20 ms here; a collection of
-    # the caller's heap in life) is left out of the mean instead of adding 13 µs to every call.
+def test_one_pause_does_not_make_cheap_calls_look_costly_or_waiting() -> None:
+    # Cheap calls are timed in batches (64, then twice the last); a batch that stalled once (20 ms
+    # here; a collection of the caller's heap, or the host taking the CPU, in life) is left out of
+    # the mean instead of adding 13 µs to every call, and out of the CPU ratio: counted there, it
+    # read the calls as mostly waiting, which threads would overlap.
     dry = sample(pause_at, range(1_000_000), parallelism=(2, 64))
     assert dry.n_items_lower_bound > 500 and 500 in dry.results  # the stalled item was sampled
     assert dry.profile.seconds_per_item < 5e-6
+    assert dry.profile.busy, dry.profile.cpu_ratio
 
 
 def test_dry_run_stays_small_for_cheap_functions() -> None:
