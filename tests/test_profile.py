@@ -164,8 +164,11 @@ def test_unpicklable_function_is_reported_not_fatal() -> None:
 
 def test_items_are_pickled_as_a_chunk_travels() -> None:
     # Alone, an int pickles to 5 bytes, mostly the pickle's frame; in a chunk it costs 2. Probed
-    # alone, cheap calls over small items would look too costly to hand to processes.
-    profile = sample(square, range(1_000_000), parallelism=(2, 64)).profile
+    # alone, cheap calls over small items would look too costly to hand to processes. A fixed
+    # sample size: the adaptive dry run stopped after 3 steady calls in one CI run, a pause of a
+    # few ms having used up its share (2% of the best time of the map), and 4 ints pickle to 6
+    # bytes each.
+    profile = sample(square, range(1_000_000), sample_size=20).profile
     assert profile.bytes_in_per_item < len(pickle.dumps(7, protocol=pickle.HIGHEST_PROTOCOL))
     assert profile.picklable
 
