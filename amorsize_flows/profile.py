@@ -401,7 +401,9 @@ class _Meter:
         self.wall: list[float] = []  # calls timed one at a time
         self.batches: list[tuple[float, int]] = []  # (seconds, calls) of cheap calls timed together
         self.batch_clocks: list[tuple[float, float]] = []  # (CPU, wall) seconds of each batch
-        self._batched_mean = 0.0  # of the batches, pauses left out; updated as each one ends
+        # The batches no pause slowed (_unpaused), and their mean: updated as each batch ends.
+        self._unpaused_batches: list[int] = []
+        self._batched_mean = 0.0
         self.single_thread: list[float] = []
         # Entered while calls are timed, which leave its pauses out (see gc_pauses).
         self.collections = CollectionTime()
@@ -473,9 +475,9 @@ class _Meter:
         is left out of both: the pause is no wait of the calls', and threads would not overlap
         it. (Counted in the ratio alone, one 20 ms pause among calls under a microsecond read
         them as 97% waiting.)"""
-        if not self.batches or len(self.batch_clocks) != len(self.batches):
+        if not self.batches:
             return self.cpu_steady, self.wall_steady, self.queued_steady
-        kept = [self.batch_clocks[index] for index in _unpaused(self.batches)]
+        kept = [self.batch_clocks[index] for index in self._unpaused_batches]
         wall = sum(seconds for _, seconds in kept)
         # Waits for a CPU are read once a stretch: shared out by wall time.
         share = wall / self.wall_steady if self.wall_steady > 0 else 0.0
@@ -554,10 +556,13 @@ class _Meter:
             raise
         paused = self.collections.seconds - collected
         self.batches.append((time.perf_counter() - started - paused, len(batch)))
-        self._batched_mean = _mean_of_unpaused(self.batches)
         cpu_before, wall_before = self.cpu_steady, self.wall_steady
         self._read_stretch()
         self.batch_clocks.append((self.cpu_steady - cpu_before, self.wall_steady - wall_before))
+        # Found once a batch, not at every reading of the mean and the ratio that use them.
+        self._unpaused_batches = _unpaused(self.batches)
+        kept = [self.batches[index] for index in self._unpaused_batches]
+        self._batched_mean = sum(s for s, _ in kept) / sum(n for _, n in kept)
         self.results.extend(results)
         room = max(0, CHEAP_BATCH - len(self.probed_items))
         self.probed_items += batch[:room]
@@ -657,12 +662,6 @@ def _enough(
     if steady >= STABLE_CALLS and elapsed >= MIN_SAMPLE_SECONDS and mean > 0:
         return _stdev(meter.wall[1:]) / math.sqrt(steady) < STABLE_ERROR * mean
     return False
-
-
-def _mean_of_unpaused(batches: list[tuple[float, int]]) -> float:
-    """Seconds per call over the batches, leaving out those a pause slowed (PAUSED_BATCH_FACTOR)."""
-    kept = [batches[index] for index in _unpaused(batches)]
-    return sum(s for s, _ in kept) / sum(n for _, n in kept)
 
 
 def _unpaused(batches: list[tuple[float, int]]) -> list[int]:
