@@ -26,10 +26,10 @@ import cloudpickle
 import psutil
 from threadpoolctl import threadpool_limits
 
-from . import gil_probe
+from . import gil_probe, run_queue
 from .cpu_clocks import FunctionClock
 from .gc_pauses import CollectionTime
-from .run_queue import cpu_ratio, queued_seconds
+from .run_queue import cpu_ratio
 from .trend import Batch
 
 __all__ = ["Parallelism", "Profile", "Sample", "function_identity", "sample"]
@@ -425,7 +425,7 @@ class _Meter:
         # call, CPU time can be below the clock's resolution. None between stretches.
         self._clock = FunctionClock()
         self._wall_mark: float | None = None
-        self._queued_mark = 0.0
+        self._queued_mark = run_queue.Mark(0.0, None)
         self._stalled = 0.0  # of the open stretch: waits for the GIL while the clock was read
         self._cpu_before = self._wall_before = self._queued_before = 0.0  # of stretches closed
 
@@ -513,7 +513,7 @@ class _Meter:
             # A call quicker than CHEAP_CALL_SECONDS, its warm-up included, wakes no pool of
             # threads: the clock need not list them (tens of µs in a fresh process).
             self._clock.start(native_threads=not self.wall or self.wall[0] >= CHEAP_CALL_SECONDS)
-            self._queued_mark = queued_seconds()
+            self._queued_mark = run_queue.mark()
             self._stalled = 0.0
             self._wall_mark = time.perf_counter()
 
@@ -534,11 +534,13 @@ class _Meter:
     def close_stretch(self) -> None:
         """The steady calls pause here: what happens until the next one (deciding a plan, which
         may measure the machine) is not the function's, and its CPU ratio must not count it."""
-        self._cpu_before, self._wall_before = self.cpu_steady, self.wall_steady
         # Read here, not after each call: the read releases the GIL, which another of the
         # caller's Python threads (Prefect's engine) may then keep for a while, in the stretch.
         if self._wall_mark is not None:
-            self.queued_steady = self._queued_before + queued_seconds() - self._queued_mark
+            wall, cpu = self.wall_steady - self._wall_before, self.cpu_steady - self._cpu_before
+            queued = run_queue.queued_since(self._queued_mark, wall, cpu)
+            self.queued_steady = self._queued_before + queued
+        self._cpu_before, self._wall_before = self.cpu_steady, self.wall_steady
         self._queued_before = self.queued_steady
         self._wall_mark = None
 

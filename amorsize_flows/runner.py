@@ -90,7 +90,7 @@ class RunStats:
     items: int = 0
     compute_seconds: float = 0.0
     cpu_seconds: float = 0.0
-    queued_seconds: float = 0.0  # of compute_seconds: waiting for a CPU (run_queue)
+    queued_seconds: float = 0.0  # of compute_seconds: ready to run, not running (run_queue)
     startup_seconds: float = 0.0
     started_at: float = field(default_factory=time.perf_counter)
     finished_at: float = 0.0
@@ -234,15 +234,14 @@ def _serial(
             )
             batch = items if last else itertools.islice(items, size)
             alarm = None if last or replan is None else replan.alarm()
-            queued_before = run_queue.queued_seconds()  # releases the GIL: before the clocks
+            mark = run_queue.mark()  # releases the GIL: before the clocks
             started, cpu_before = time.perf_counter(), time.process_time()
             collected_before = collections.seconds
             done = _extend(results, func, batch, index, alarm)
             if done == 0:
                 break
-            elapsed = time.perf_counter() - started
-            queued = run_queue.queued_seconds() - queued_before
-            stats.add_chunk(done, elapsed, time.process_time() - cpu_before, queued)
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_before
+            stats.add_chunk(done, elapsed, cpu, run_queue.queued_since(mark, elapsed, cpu))
             index += done
             if on_chunk is not None:
                 on_chunk(done)
@@ -475,8 +474,8 @@ def _run_chunk(
         if threading.current_thread() is not threading.main_thread()
         else time.process_time
     )
-    cpu_before, queued_before = clock(), run_queue.queued_seconds()
-    started = time.perf_counter()
+    mark = run_queue.mark()  # releases the GIL: before the clocks
+    cpu_before, started = clock(), time.perf_counter()
     for offset, item in enumerate(chunk):
         if cancel is not None and cancel.is_set():
             return ("error", first + offset, MapCancelledError("the map was cancelled"), "")
@@ -484,8 +483,8 @@ def _run_chunk(
             results.append(func(item))
         except Exception as error:
             return ("error", first + offset, error, "")
-    wall = time.perf_counter() - started
-    return ("ok", results, wall, clock() - cpu_before, run_queue.queued_seconds() - queued_before)
+    wall, cpu = time.perf_counter() - started, clock() - cpu_before
+    return ("ok", results, wall, cpu, run_queue.queued_since(mark, wall, cpu))
 
 
 def _thread_submitter(
