@@ -200,6 +200,8 @@ class Shape:
             CPUs) are measured at one chunk size only.
         max_chunks: chunk sizes that would make more chunks than this are left out of the grid:
             their dispatch overhead alone would exceed the loop's time.
+        min_speedup: the least speedup (loop over execute) the bar asks of this shape, set for
+            the two CPUs it was written on; None where it asks none.
     """
 
     name: str
@@ -211,6 +213,7 @@ class Shape:
     thread_counts: tuple[int, ...] = (2,)
     waits: bool = False
     max_chunks: int = 10_000
+    min_speedup: float | None = None
 
 
 SHAPES: dict[str, Shape] = {
@@ -222,7 +225,7 @@ SHAPES: dict[str, Shape] = {
         ),
         Shape(
             "cpu", "5 ms pure-Python CPU x 400", burn_5ms, _integers(400), 400,
-            thread_counts=(),
+            thread_counts=(), min_speedup=1.8,
         ),
         Shape(
             "skewed", "lognormal CPU (max ~20x median), 2 s serial, x 300", spin,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import random
 
+from benchmarks.core_report import Runs, Summary, summarize
 from benchmarks.paired import median_interval, paired_ratios
+from benchmarks.workloads import SHAPES
 
 
 def test_a_failed_run_drops_its_round_from_the_pairs() -> None:
@@ -42,3 +44,29 @@ def test_a_verdict_is_marked_noise_only_where_the_interval_crosses_the_bar() -> 
     assert clear_fail.verdict(1.05) == "NO"
     assert straddling.verdict(1.05) == "NO (noise)"
     assert straddling.verdict(1.07) == "yes"
+
+
+def _summary(shape: str, loop: list[float], execute: list[float]) -> Summary:
+    runs = {
+        name: Runs(name, seconds=list(times), by_round=list(times), plans=[None] * len(times))
+        for name, times in (("loop", loop), ("execute", execute), ("processes-x2-c8", execute))
+    }
+    runs["execute"].plans = [{"estimated_speedup": 1.7}] * len(execute)
+    return summarize(SHAPES[shape], runs)
+
+
+def test_the_cpu_shape_asks_execute_for_its_least_speedup_round_by_round() -> None:
+    loop = [3.6, 3.7, 3.5, 3.6, 3.8, 3.6, 3.4, 3.6, 3.7]
+    reached = _summary("cpu", loop, [seconds / 1.9 for seconds in loop])
+    assert reached.speedup_ok and reached.speedup_verdict == "yes"
+    # The loop drifts between rounds; execute's time does not follow it: 1.64 to 1.73 by round.
+    short = _summary("cpu", loop, [2.2, 2.2, 2.1, 2.1, 2.2, 2.2, 2.0, 2.1, 2.2])
+    assert short.speedup_ok is False and short.speedup_verdict == "**NO**"
+    assert any("median 1.68 < 1.8" in line for line in short.failures())
+    assert not short.bar_holds
+
+
+def test_shapes_that_set_no_least_speedup_are_not_judged_on_one() -> None:
+    loop = [1.0] * 9
+    summary = _summary("skewed", loop, [2.0] * 9)
+    assert summary.speedup_ok is None and summary.speedup_verdict == "n/a"
