@@ -64,6 +64,10 @@ class SerialReplanner:
         self._batches = RisingBatches(first)
         for batch in later:
             self._batches.add(batch)
+        # Every call measured so far, the dry run's included: how many, and their seconds.
+        self._measured_items = sum(batch.items for batch in dry_run)
+        self._measured_seconds = sum(batch.items * batch.seconds_per_item for batch in dry_run)
+        self._confirming = False  # the batch before this one proved slow: this one tells how
 
     def alarm(self) -> tuple[float, float] | None:
         """Calls so slow that their batch is weighed at once (see Replanner.alarm)."""
@@ -84,14 +88,36 @@ class SerialReplanner:
             batch_seconds = max(0.0, batch_seconds - situation.profile.warmup_seconds)
         seconds_per_item = batch_seconds / batch_items
         self._batches.add(Batch(done - batch_items, batch_items, seconds_per_item))
+        self._measured_items += batch_items
+        self._measured_seconds += batch_seconds
+        if self._confirming:
+            self._confirming = False
+            if done >= self._n_items:
+                return None
+            # Slow calls now and then: the mean of every call so far; slow calls from here
+            # on: this batch's, which no slow call ended early unless it was one of them.
+            typical = self._measured_seconds / self._measured_items
+            return self._replan(done, max(typical, seconds_per_item))
         slow = seconds_per_item >= self._threshold and batch_seconds >= REPLAN_MIN_SECONDS
         if not slow or done >= self._n_items:
             return None
         self._threshold = REPLAN_AGAIN * seconds_per_item
-        stats = self._stats
+        if self.alarm() is not None and not self._batches.rises_steadily():
+            # The alarm ends a batch as soon as its calls' mean passes the threshold, right after
+            # a slow call, so the mean of a slow batch is biased high: the rest may hold a few
+            # such calls (one in ten of 20 ms among calls of 0.1 ms, 2.1 ms a call on average,
+            # read as 14.3 ms and run in chunks of 2), or nothing else (a step up along the
+            # input). The next batch tells which.
+            self._confirming = True
+            return None
         # Not the mean of all batches: where calls grow along the input (sorted by size),
         # the latest, and the trend, tell most about the rest.
-        rest = self._batches.rest_seconds_per_item(self._n_items)
+        return self._replan(done, self._batches.rest_seconds_per_item(self._n_items))
+
+    def _replan(self, done: int, rest: float) -> Plan | None:
+        """The plan for the items after ``done``, whose calls are expected to take ``rest``
+        seconds each; None where serial stays best."""
+        situation, stats = self._situation, self._stats
         profile = replace(
             situation.profile,
             seconds_per_item=rest,

@@ -55,6 +55,9 @@ class RisingBatches:
     def rest_seconds_per_item(self, stop: int) -> float:
         return rest_seconds_per_item(self.batches, stop)
 
+    def rises_steadily(self) -> bool:
+        return rises_steadily(self.batches)
+
 
 def rest_seconds_per_item(batches: Sequence[Batch], stop: int) -> float:
     """The mean seconds per call expected from the end of the last batch up to item ``stop``.

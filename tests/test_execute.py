@@ -301,15 +301,32 @@ def test_serial_plan_turns_parallel_when_later_items_cost_far_more() -> None:
     assert outcome.plan.backend == "processes", (outcome.plan.reason, outcome.plan.candidates[:3])
     assert outcome.plan.reason.startswith("Re-planned after")
     assert {pid for _, pid in outcome.results} - {os.getpid()}
-    # 4 or 5 here, from the dry run; 36 to 38 when batches were weighed only once they ended.
+    # Run here: those the GIL probe reached (its pairs run on the caller's threads: 8 in 1 run
+    # of 4, none in the others), then the serial batch that met the first slow call and the one
+    # after it, which tells a step up from a rare slow call. 36 to 38 when batches were weighed
+    # only once they ended.
     slow_here = [
         i
         for i, (seconds, pid) in enumerate(outcome.results)
         if seconds == 3e-3 and pid == os.getpid()
     ]
-    assert len(slow_here) <= 8, slow_here
+    assert len(slow_here) <= 12, slow_here
     assert outcome.record.backend == "processes"
     assert outcome.record.startup_seconds > 0  # the workers' own start, for the next run
+
+
+@SCHEDULING
+def test_a_re_plan_after_one_rare_slow_call_expects_the_calls_mean_not_the_slow_one() -> None:
+    # One call in ten takes 20 ms, the others 0.1 ms: 2 ms on average. The alarm ends a serial
+    # batch right after the first slow call, here the only call of its batch: read alone, the
+    # rest would cost 20 ms a call (in a benchmark run, 14.3 ms: the map went to chunks of 2).
+    items = [1e-4] * 8 + ([2e-2] + [1e-4] * 9) * 20
+    mean = sum(items) / len(items)
+    outcome = amz.run(busy, items, sample_size=3)  # batches of 4 items, then 16 from item 8
+    assert outcome.results == items
+    assert outcome.plan.reason.startswith("Re-planned after"), outcome.plan.reason
+    expected = outcome.plan.to_dict()["profile"]["seconds_per_item"]
+    assert 0.3 * mean < expected < 2 * mean, (expected, mean, outcome.plan.reason)
 
 
 def test_a_re_plan_expects_calls_that_grow_along_the_input_to_keep_growing() -> None:
