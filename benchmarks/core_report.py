@@ -232,16 +232,12 @@ class Summary:
                 else "execute failed: no estimate"
             )
         if self.speedup_ok is False:
-            least, speedup = self.shape.min_speedup, self.speedup_paired
-            noise = (
-                f"; the interval reaches {least}: noise may explain it"
-                if speedup.high >= least
-                else ""
-            )
+            least = self.shape.min_speedup
+            assert least is not None  # speedup_ok is None without one
             lines.append(
-                f"loop / execute, round by round: median {speedup.median:.2f} < {least}, 95% "
-                f"interval {speedup.low:.2f} to {speedup.high:.2f} over {speedup.count} rounds"
-                f"{noise}; from medians {self.achieved_speedup:.2f}"
+                "loop / execute, round by round: "
+                f"{_interval(self.speedup_paired, least, at_least=True)}; "
+                f"from medians {self.achieved_speedup:.2f}"
             )
         return lines
 
@@ -281,13 +277,14 @@ def _paired_verdict(interval: Interval, limit: float) -> str:
     return verdict.replace("NO", "**NO**") if verdict.startswith("NO") else verdict
 
 
-def _interval(interval: Interval, limit: float) -> str:
+def _interval(interval: Interval, limit: float, *, at_least: bool = False) -> str:
     """A failed check's paired ratio in words: its median, its interval, and whether noise may
-    explain it."""
-    median, rounds = f"median {interval.median:.2f} > {limit}", f"{interval.count} rounds"
+    explain it. The check asked for at most ``limit``, or ``at_least`` that much."""
+    sign, reaches = ("<", interval.high >= limit) if at_least else (">", interval.low <= limit)
+    median, rounds = f"median {interval.median:.2f} {sign} {limit}", f"{interval.count} rounds"
     if math.isnan(interval.low):
         return f"{median} over {rounds}, too few for an interval"
-    noise = f"; the interval reaches {limit}: noise may explain it" if interval.low <= limit else ""
+    noise = f"; the interval reaches {limit}: noise may explain it" if reaches else ""
     return f"{median}, 95% interval {interval.low:.2f} to {interval.high:.2f} over {rounds}{noise}"
 
 
