@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import logging
 import math
-import operator
 import os
 import pickle
 import statistics
@@ -548,12 +547,13 @@ class _Meter:
         """Time a batch of cheap calls at once: around each, the clock would cost more than them."""
         first = self.start_index + self.calls
         self._open_stretch()
-        remaining = iter(batch)
+        results: list[Any] = []
         started, collected = time.perf_counter(), self.collections.seconds
         try:
-            results = list(map(self.func, remaining))
+            for item in batch:  # as the serial runner calls them (runner._extend), not map()
+                results.append(self.func(item))
         except Exception as error:
-            failed = first + len(batch) - operator.length_hint(remaining) - 1
+            failed = first + len(results)
             error.add_note(f"amorsize: raised by item {failed} during the dry run")
             raise
         paused = self.collections.seconds - collected

@@ -200,7 +200,7 @@ def _serial(
     first_batch: list[Any],
     replan: Replanner | None,
 ) -> Generator[list[Any], None, tuple[Plan, int] | None]:
-    """Run in the caller, batch after batch, each ``results.extend(map(func, batch))``.
+    """Run in the caller, batch after batch, each appended to ``results`` (_extend).
     Return None once every item is done, or the plan ``replan`` chose between two batches for the
     items left, with the index of the first of them.
 
@@ -279,7 +279,14 @@ def _extend(
     first: int,
     alarm: tuple[float, float] | None = None,
 ) -> int:
-    """``results.extend(map(func, batch))``; how many were added, or the failing item named.
+    """Append ``func(item)`` for each item of ``batch`` to ``results``; return how many were
+    added, or raise with the failing item named.
+
+    A Python loop, not ``results.extend(map(func, batch))``: CPython (3.11 on) runs a Python
+    function called from Python code in the same evaluation loop, where map() enters a new one
+    for every call. On calls of 0.2 µs, map took 8% more CPU time than a list comprehension, this
+    loop 2% (20 fresh processes each). A user's plain loop is the peer a cheap serial map is
+    measured against.
 
     With an ``alarm`` (Replanner.alarm), a call at a time, and only until the calls so far took
     at least that long: a batch of 4 whose second and third items took 20 ms each, against
@@ -288,7 +295,8 @@ def _extend(
     before = len(results)
     try:
         if alarm is None:
-            results.extend(map(func, batch))
+            for item in batch:
+                results.append(func(item))
         else:
             per_call, at_least = alarm
             started = time.perf_counter()
@@ -298,7 +306,7 @@ def _extend(
                 if elapsed >= at_least and elapsed >= per_call * calls:
                     break
     except Exception as error:
-        # extend() keeps what it appended before the error: the failing item came next.
+        # What was appended before the error is kept: the failing item came next.
         error.add_note(f"amorsize: raised by item {first + len(results) - before}")
         raise
     return len(results) - before
