@@ -299,12 +299,15 @@ def test_serial_plan_turns_parallel_when_later_items_cost_far_more() -> None:
     outcome = amz.run(busy_where, items)
     assert [seconds for seconds, _ in outcome.results] == items
     assert outcome.plan.backend == "processes", (outcome.plan.reason, outcome.plan.candidates[:3])
-    assert outcome.plan.reason.startswith("Re-planned after")
+    if not outcome.plan.reason.startswith("Re-planned after"):
+        # Or the GIL probe's pairs, after the dry run's steady calls, ran into the slow items
+        # (in 3 runs of 6), and the plan counted them from the start.
+        assert outcome.plan.to_dict()["profile"]["sampled_items"] > 30, outcome.plan.reason
     assert {pid for _, pid in outcome.results} - {os.getpid()}
     # Run here: those the GIL probe reached (its pairs run on the caller's threads: 8 in 1 run
-    # of 4, none in the others), then the serial batch that met the first slow call and the one
-    # after it, which tells a step up from a rare slow call. 36 to 38 when batches were weighed
-    # only once they ended.
+    # of 4, none in the others), then, if the plan was serial, the batch that met the first
+    # slow call and the one after it, which tells a step up from a rare slow call. 36 to 38
+    # when batches were weighed only once they ended.
     slow_here = [
         i
         for i, (seconds, pid) in enumerate(outcome.results)
