@@ -32,6 +32,12 @@ REPLAN_AGAIN = 2.0
 # A batch shorter than this cannot show work worth a pool (none starts that fast), and its clock
 # readings are mostly the batch's own bookkeeping.
 REPLAN_MIN_SECONDS = 1e-3
+# After a slow batch the alarm ended, the calls after it run until they took this many times
+# as long, and then tell whether slow calls are rare or the rule from here on (see __call__).
+# Once as long was not enough: two adjacent slow calls among quick ones (a test's) still read as a
+# step up in 4 runs of 8, the rest expected at 10 times the calls' mean; twice as long, in none
+# of 8 (1.5 to 2.1 times). After a real step up, one or two more slow calls run in the caller.
+CONFIRM_FACTOR = 2.0
 # Serial calls planned at least this long are each followed by a clock reading (0.1 µs), so that
 # a batch whose calls prove slow is weighed again at once instead of running on (Replanner.alarm).
 WATCHED_CALL_SECONDS = 1e-5
@@ -67,13 +73,23 @@ class SerialReplanner:
         # Every call measured so far, the dry run's included: how many, and their seconds.
         self._measured_items = sum(batch.items for batch in dry_run)
         self._measured_seconds = sum(batch.items * batch.seconds_per_item for batch in dry_run)
-        self._confirming = False  # the batch before this one proved slow: this one tells how
+        # After a slow batch the alarm ended: how long it took, and the calls and seconds of the
+        # batches since, which run until they took as long (see __call__). None otherwise.
+        self._slow_batch_seconds: float | None = None
+        self._confirm_items, self._confirm_seconds = 0, 0.0
 
     def alarm(self) -> tuple[float, float] | None:
-        """Calls so slow that their batch is weighed at once (see Replanner.alarm)."""
+        """Calls so slow that their batch is weighed at once (see Replanner.alarm); after a slow
+        batch, the calls since then as soon as they took long enough to tell what it was."""
         if self._planned < WATCHED_CALL_SECONDS:
             return None
+        if self._slow_batch_seconds is not None:
+            return 0.0, CONFIRM_FACTOR * self._slow_batch_seconds - self._confirm_seconds
         return self._threshold, REPLAN_MIN_SECONDS
+
+    def awaits_batch(self) -> bool:
+        """Whether the calls after a slow batch are still being timed (see __call__)."""
+        return self._slow_batch_seconds is not None
 
     def __call__(self, done: int, batch_items: int, batch_seconds: float) -> Plan | None:
         situation = self._situation
@@ -90,14 +106,19 @@ class SerialReplanner:
         self._batches.add(Batch(done - batch_items, batch_items, seconds_per_item))
         self._measured_items += batch_items
         self._measured_seconds += batch_seconds
-        if self._confirming:
-            self._confirming = False
+        if self._slow_batch_seconds is not None:
+            self._confirm_items += batch_items
+            self._confirm_seconds += batch_seconds
             if done >= self._n_items:
                 return None
+            if self._confirm_seconds < CONFIRM_FACTOR * self._slow_batch_seconds:
+                return None
+            self._slow_batch_seconds = None
             # Slow calls now and then: the mean of every call so far; slow calls from here
-            # on: this batch's, which no slow call ended early unless it was one of them.
+            # on: the mean of the calls since the slow batch.
             typical = self._measured_seconds / self._measured_items
-            return self._replan(done, max(typical, seconds_per_item))
+            since = self._confirm_seconds / self._confirm_items
+            return self._replan(done, max(typical, since))
         slow = seconds_per_item >= self._threshold and batch_seconds >= REPLAN_MIN_SECONDS
         if not slow or done >= self._n_items:
             return None
@@ -107,8 +128,12 @@ class SerialReplanner:
             # a slow call, so the mean of a slow batch is biased high: the rest may hold a few
             # such calls (one in ten of 20 ms among calls of 0.1 ms, 2.1 ms a call on average,
             # read as 14.3 ms and run in chunks of 2), or nothing else (a step up along the
-            # input). The next batch tells which.
-            self._confirming = True
+            # input). The calls after it tell which, once they took CONFIRM_FACTOR times as
+            # long: a few calls after a step, more after a rare slow call. (The one batch after
+            # it was weighed alone before: where that was the next slow call, the benchmark's
+            # items 5 and 6, the rest was planned at 42 ms a call and ran in chunks of 1.)
+            self._slow_batch_seconds = batch_seconds
+            self._confirm_items, self._confirm_seconds = 0, 0.0
             return None
         # Not the mean of all batches: where calls grow along the input (sorted by size),
         # the latest, and the trend, tell most about the rest.

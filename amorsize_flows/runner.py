@@ -62,6 +62,9 @@ class Replanner(Protocol):
         cut short and weighed at once; None where calls are too quick to read a clock after each.
         """
 
+    def awaits_batch(self) -> bool:
+        """Whether it waits for the next batch to decide: the rest may not run unweighed."""
+
 
 # A serial batch grows until it takes about this long: long enough that the loop's bookkeeping is
 # invisible, short enough that cancellation and progress stay prompt.
@@ -226,12 +229,11 @@ def _serial(
             # islice costs ~3 ns a call (4% of a cheap one): a list's last stretch goes without.
             # Batches are there for re-planning, cancelling and progress: with none of them to
             # serve, the whole list is that stretch. Re-planning alone ends them once the next
-            # would take a quarter of the rest.
-            last = (
-                one_list
-                and not prompt
-                and (replan is None or SERIAL_BATCH_GROWTH * size >= operator.length_hint(items))
+            # would take a quarter of the rest, unless it waits for that batch.
+            weighing = replan is not None and (
+                replan.awaits_batch() or SERIAL_BATCH_GROWTH * size < operator.length_hint(items)
             )
+            last = one_list and not prompt and not weighing
             batch = items if last else itertools.islice(items, size)
             alarm = None if last or replan is None else replan.alarm()
             mark = run_queue.mark()  # releases the GIL: before the clocks

@@ -304,16 +304,21 @@ def test_serial_plan_turns_parallel_when_later_items_cost_far_more() -> None:
         # (in 3 runs of 6), and the plan counted them from the start.
         assert outcome.plan.to_dict()["profile"]["sampled_items"] > 30, outcome.plan.reason
     assert {pid for _, pid in outcome.results} - {os.getpid()}
-    # Run here: those the GIL probe reached (its pairs run on the caller's threads: 8 in 1 run
-    # of 4, none in the others), then, if the plan was serial, the batch that met the first
-    # slow call and the one after it, which tells a step up from a rare slow call. 36 to 38
-    # when batches were weighed only once they ended.
+    # Run here: those the GIL probe reached (its pairs run on the caller's threads: 7 or 8 in
+    # most runs), then, if the plan was serial, the batch that met the first slow call and
+    # those after it until they took twice as long, which tells a step up from a rare slow
+    # call (3, once the probe had seen slow calls). 36 to 38 when batches were weighed only
+    # once they ended.
     slow_here = [
         i
         for i, (seconds, pid) in enumerate(outcome.results)
         if seconds == 3e-3 and pid == os.getpid()
     ]
-    assert len(slow_here) <= 12, slow_here
+    assert len(slow_here) <= 12, (
+        slow_here,
+        outcome.plan.reason,
+        outcome.plan.to_dict()["profile"]["sampled_items"],
+    )
     assert outcome.record.backend == "processes"
     assert outcome.record.startup_seconds > 0  # the workers' own start, for the next run
 
@@ -330,6 +335,22 @@ def test_a_re_plan_after_one_rare_slow_call_expects_the_calls_mean_not_the_slow_
     assert outcome.plan.reason.startswith("Re-planned after"), outcome.plan.reason
     expected = outcome.plan.to_dict()["profile"]["seconds_per_item"]
     assert 0.3 * mean < expected < 2 * mean, (expected, mean, outcome.plan.reason)
+
+
+@SCHEDULING
+def test_a_re_plan_after_two_adjacent_rare_slow_calls_still_expects_the_calls_mean() -> None:
+    # As above, but the first slow calls come two in a row, as in the benchmark's rare-slow
+    # (items 5 and 6): the batch after the slow one was weighed alone, and it was the second
+    # slow call: the rest was expected to cost 20 ms a call, ten times the mean.
+    items = [1e-4] * 8 + [2e-2] * 2 + [1e-4] * 8 + ([2e-2] + [1e-4] * 9) * 20
+    mean = sum(items) / len(items)
+    outcome = amz.run(busy, items, sample_size=3)
+    assert outcome.results == items
+    assert outcome.plan.reason.startswith("Re-planned after"), outcome.plan.reason
+    expected = outcome.plan.to_dict()["profile"]["seconds_per_item"]
+    assert 0.3 * mean < expected < 2.5 * mean, (expected, mean, outcome.plan.reason)
+    # The calls after the slow one ran in the caller until they took twice as long.
+    assert int(outcome.plan.reason.split()[2]) < 40, outcome.plan.reason
 
 
 def test_a_re_plan_expects_calls_that_grow_along_the_input_to_keep_growing() -> None:
@@ -406,6 +427,20 @@ def test_a_long_serial_map_is_checked_early_then_runs_its_bulk_in_one_stretch() 
     assert checked and max(checked) <= len(items) // 4, checked
 
 
+def test_a_replanner_awaiting_its_next_batch_is_told_of_every_batch_to_the_end() -> None:
+    # After a slow batch, the re-planner waits for the calls after it to take as long (replan).
+    # The batches grow 4 times each and the last quarter of the map ran in one stretch, told to
+    # no one: a re-plan that was about to be made (at 44.8 ms of the 45.2 it waited for, in a
+    # test) never was, and the last 178 calls, 2 ms each on average, ran serially.
+    items = list(range(1_000))
+    replanner = _Watching(alarm=None, awaiting=True)
+    rest = iter(items)
+    dry_run = [square(x) for x in itertools.islice(rest, 4)]
+    plan = amz.Plan.fixed("serial")
+    list(run_plan(plan, square, rest, start_index=4, into=dry_run, replan=replanner))
+    assert replanner.told[-1][0] == len(items), replanner.told
+
+
 def test_a_serial_batch_whose_calls_prove_slow_ends_there_to_be_weighed() -> None:
     # Asked to be told once calls take 1 ms each, 2 ms in all: the batch of 16 that meets the
     # first 3 ms call ends after it (it ran all 16 before, weighed only at the end).
@@ -437,12 +472,15 @@ def test_a_slow_chunk_does_not_leave_the_other_workers_without_chunks() -> None:
 class _Watching:
     """A replanner that never switches, and keeps what it was told: (items done, batch items)."""
 
-    def __init__(self, alarm: tuple[float, float] | None) -> None:
-        self._alarm = alarm
+    def __init__(self, alarm: tuple[float, float] | None, *, awaiting: bool = False) -> None:
+        self._alarm, self._awaiting = alarm, awaiting
         self.told: list[tuple[int, int]] = []
 
     def alarm(self) -> tuple[float, float] | None:
         return self._alarm
+
+    def awaits_batch(self) -> bool:
+        return self._awaiting
 
     def __call__(self, done: int, batch_items: int, batch_seconds: float) -> None:
         self.told.append((done, batch_items))
