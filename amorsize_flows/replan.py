@@ -73,8 +73,9 @@ class SerialReplanner:
         # Every call measured so far, the dry run's included: how many, and their seconds.
         self._measured_items = sum(batch.items for batch in dry_run)
         self._measured_seconds = sum(batch.items * batch.seconds_per_item for batch in dry_run)
-        # After a slow batch the alarm ended: how long it took, and the calls and seconds of the
-        # batches since, which run until they took as long (see __call__). None otherwise.
+        # After a slow batch the alarm ended: how long it took (None otherwise), and the calls
+        # and seconds of the batches since, which run until they took CONFIRM_FACTOR times as
+        # long (see __call__).
         self._slow_batch_seconds: float | None = None
         self._confirm_items, self._confirm_seconds = 0, 0.0
 
