@@ -428,7 +428,7 @@ def test_a_long_serial_map_is_checked_early_then_runs_its_bulk_in_one_stretch() 
 
 
 def test_a_replanner_awaiting_its_next_batch_is_told_of_every_batch_to_the_end() -> None:
-    # After a slow batch, the re-planner waits for the calls after it to take as long (replan).
+    # After a slow batch, the re-planner waits for the calls after it to take twice as long.
     # The batches grow 4 times each and the last quarter of the map ran in one stretch, told to
     # no one: a re-plan that was about to be made (at 44.8 ms of the 45.2 it waited for, in a
     # test) never was, and the last 178 calls, 2 ms each on average, ran serially.
