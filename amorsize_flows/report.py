@@ -33,7 +33,10 @@ def plan_rows(plan: Plan, record: RunRecord | None = None) -> list[tuple[str, st
             f"{_gib(limits.get('memory_bytes'))} ({limits.get('memory_source')})"
         )
         if limits.get("upper_bound"):
-            text += "; at most: cgroup quotas not read, the map being serial under any"
+            text += (
+                "; at most: cgroup quotas not read, nor the memory free now, the map being "
+                "serial under any"
+            )
         rows.append(("limits", text))
     rows.append(("reason", plan.reason))
     return rows

@@ -218,6 +218,7 @@ def test_a_serial_verdict_leaves_the_cgroup_files_unread_and_says_so(one_cpu_pod
     assert plan.backend == "serial", plan.reason
     assert plan.limits["upper_bound"] is True
     assert plan.limits["cpus"] == len(os.sched_getaffinity(0))  # the pod's quota was not read
+    assert plan.limits["memory_source"] == "physical memory"  # nor the memory free now
     assert "cgroup quotas not read" in amz_report.plan_table(plan)
 
 

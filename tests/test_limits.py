@@ -107,7 +107,7 @@ def test_hybrid_host_reads_v2_under_unified(tmp_path: Path, fake_proc) -> None:
     assert limits.cpus == 1 and limits.cpu_quota == pytest.approx(0.5)
 
 
-def test_limits_read_without_cgroups_are_an_upper_bound_and_say_so(
+def test_limits_read_from_the_cheap_sources_only_are_an_upper_bound_and_say_so(
     tmp_path: Path, fake_proc
 ) -> None:
     root = tmp_path / "cgroup"
@@ -117,13 +117,15 @@ def test_limits_read_without_cgroups_are_an_upper_bound_and_say_so(
     _write(root / "pod" / "memory.current", "0")
     proc = fake_proc("0::/pod\n")
 
-    bound = detect(read_cgroups=False, proc_root=proc, cgroup_root=root, environ={})
+    bound = detect(upper_bound=True, proc_root=proc, cgroup_root=root, environ={})
     real = detect(proc_root=proc, cgroup_root=root, environ={})
 
     assert bound.upper_bound and not real.upper_bound
     assert (real.cpus, real.memory_bytes) == (1, GIB)
     assert bound.cpus == len(os.sched_getaffinity(0)) and bound.cpu_quota is None
-    assert bound.memory_bytes > GIB and bound.memory_source.startswith("available memory")
+    # Nor is the memory free now read: the machine's memory bounds it.
+    assert bound.memory_source == "physical memory"
+    assert bound.memory_bytes == psutil.virtual_memory().total
 
 
 def test_available_memory_is_the_kernel_s_estimate_or_psutil_s(tmp_path: Path, fake_proc) -> None:
