@@ -16,7 +16,7 @@ time), which cancels the drift between fresh processes: the runner's loop (``run
 alone) against the comprehension, and the obvious alternative, a comprehension per serial batch
 (the sizes ``runner._serial`` uses while re-planning may still switch), joined into one list.
 
-Run: ``python -m benchmarks.serial_floor [--rounds 30]`` (about 2 minutes); writes
+Run: ``python -m benchmarks.serial_floor [--rounds 30]`` (about a minute); writes
 ``benchmarks/results/serial_floor.md``.
 """
 
