@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .core_report import PEER_FACTOR
 from .fresh_runs import parse_rounds, run_pairs
 from .paired import median_interval, paired_ratios
 from .workloads import SHAPES
@@ -40,7 +41,6 @@ SHAPE = "cheap"
 WAYS = ("loop", "runner", "execute")
 IN_PROCESS = "alternating"
 IN_PROCESS_ROUNDS = 200
-PEER_FACTOR = 1.05
 
 
 def run_one(way: str, shape_name: str) -> Any:

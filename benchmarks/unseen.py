@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .core_report import PEER_FACTOR
 from .fresh_runs import parse_rounds, run_pairs
 from .paired import median_interval, paired_ratios
 from .workloads import ITERATIONS_PER_MS, spin
@@ -31,7 +32,6 @@ __all__ = ["main"]
 RESULTS = Path(__file__).parent / "results" / "unseen.md"
 CONFIGS = ("loop", "pool", "joblib", "execute")
 PEERS = ("loop", "pool", "joblib")
-PEER_FACTOR = 1.05
 
 
 def shout(word: str) -> str:
