@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .api import optimize
-from .calibrate import cache_path, get_calibration
-from .limits import worker_limits
-from .report import plan_table
+from .data.checks import BACKENDS
+from .measure.calibration import cache_path, get_calibration
+from .measure.limits import worker_limits
+from .report.tables import plan_table
 
 __all__ = ["main"]
 
@@ -53,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--range", type=int, metavar="N", help="the integers 0 .. N-1")
     plan.add_argument("--max-workers", type=int)
     plan.add_argument("--memory-limit", help="bytes, or a size like 4G")
-    plan.add_argument("--backend", choices=["serial", "threads", "processes"])
+    plan.add_argument("--backend", choices=BACKENDS)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.set_defaults(command=_plan)
 

@@ -277,7 +277,7 @@ def warm_up() -> dict[str, Any]:
     import numpy
 
     import amorsize_flows as amz
-    from amorsize_flows.calibrate import get_calibration
+    from amorsize_flows.measure.calibration import get_calibration
 
     calibration = get_calibration()
     limits = amz.worker_limits()

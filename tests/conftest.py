@@ -98,7 +98,7 @@ def _wait_for_other_threads_to_idle() -> None:
 def _native_threads_cpu_seconds() -> float:
     """CPU seconds of this process's native threads (Linux schedstat; 0 elsewhere). A core test
     starts with no other Python thread: the fixture fails one that leaves any."""
-    from amorsize_flows import blas_pools  # imported late: see AMORSIZE_CACHE_DIR above
+    from amorsize_flows.probes import blas_pools  # imported late: see AMORSIZE_CACHE_DIR above
 
     files = blas_pools.native_thread_files("schedstat") or {}
     return sum(int(text.split()[0]) for text in files.values() if text[:1].isdigit()) / 1e9
@@ -107,7 +107,7 @@ def _native_threads_cpu_seconds() -> float:
 @pytest.fixture
 def one_cpu_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A faked cgroup v2 tree whose quota gives this process one CPU of the two it may run on."""
-    from amorsize_flows import limits  # imported late: see AMORSIZE_CACHE_DIR above
+    from amorsize_flows.measure import limits  # imported late: see AMORSIZE_CACHE_DIR above
 
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs in the affinity mask")

@@ -56,8 +56,8 @@ def test_a_process_worker_imports_the_runner_without_the_planner() -> None:
     # jsonschema and tqdm would cost each one about 0.1 s before its first item.
     done = _run(
         """
-        import amorsize_flows.runner
-        heavy = {"amorsize_flows.api", "amorsize_flows.model", "jsonschema", "tqdm"}
+        import amorsize_flows.execute.worker_process
+        heavy = {"amorsize_flows.api", "amorsize_flows.decide.model", "jsonschema", "tqdm"}
         assert not heavy & set(sys.modules), heavy & set(sys.modules)
         """
     )

@@ -23,12 +23,12 @@ import psutil
 import pytest
 
 import amorsize_flows as amz
-import amorsize_flows.api as amz_api
-import amorsize_flows.report as amz_report
+import amorsize_flows.decide.prepare as amz_prepare
+import amorsize_flows.report.tables as amz_report
 import tests.workloads as workloads
-from amorsize_flows import blas_pools
-from amorsize_flows.calibrate import get_calibration
-from amorsize_flows.runner import run_plan
+from amorsize_flows.execute.runner import run_plan
+from amorsize_flows.measure.calibration import get_calibration
+from amorsize_flows.probes import blas_pools
 from tests.markers import SCHEDULING
 from tests.workloads import (
     append_to,
@@ -203,12 +203,12 @@ def test_a_plan_in_doubt_is_made_from_more_calls_each_run_once(
 ) -> None:
     # Any parallel plan counts as in doubt here: the dry run goes on to enough steady calls,
     # within its share of the items, and keeps every result.
-    monkeypatch.setattr(amz_api, "DOUBT_SPEEDUP", float("inf"))
+    monkeypatch.setattr(amz_prepare, "DOUBT_SPEEDUP", float("inf"))
     log = tmp_path / "calls.txt"
     run = amz.run(functools.partial(busy_then_append_to, log_path=str(log)), range(400))
     assert run.plan.backend == "processes", run.plan.reason
     sampled = run.plan.to_dict()["profile"]["sampled_items"]
-    assert amz_api.DOUBT_STEADY_CALLS < sampled <= amz_api.DOUBT_SHARE * 400
+    assert amz_prepare.DOUBT_STEADY_CALLS < sampled <= amz_prepare.DOUBT_SHARE * 400
     assert run.results == list(range(400))
     assert sorted(map(int, log.read_text().split())) == list(range(400))  # each item ran once
 
@@ -789,7 +789,7 @@ SPINNING_BLAS_SCRIPT = textwrap.dedent(
     import json, sys
     import numpy as np
     import amorsize_flows as amz
-    from amorsize_flows.calibrate import get_calibration
+    from amorsize_flows.measure.calibration import get_calibration
     from tests.workloads import busy, square
     get_calibration()
     matrix = np.ones((400, 400))
@@ -825,7 +825,7 @@ GIVEN_UP_SCRIPT = textwrap.dedent(
     import json, threading, time
     import numpy as np
     import amorsize_flows as amz
-    from amorsize_flows import blas_pools
+    from amorsize_flows.probes import blas_pools
     from tests.workloads import square
     matrix = np.ones((400, 400))
     stop = threading.Event()
@@ -863,7 +863,7 @@ BLAS_RATIO_SCRIPT = textwrap.dedent(
     os.environ["OPENBLAS_NUM_THREADS"] = "2"  # a thread per CPU, on the two the test needs
     import numpy as np
     import amorsize_flows as amz
-    from amorsize_flows.calibrate import get_calibration
+    from amorsize_flows.measure.calibration import get_calibration
     from tests.host import stolen_seconds
 
     def product(matrix):
@@ -912,7 +912,7 @@ CAPPED_BLAS_SCRIPT = textwrap.dedent(
     import numpy as np
     from threadpoolctl import threadpool_info
     import amorsize_flows as amz
-    from amorsize_flows.runner import run_plan
+    from amorsize_flows.execute.runner import run_plan
     from tests.workloads import blas_after_a_product
     np.ones((200, 200)) @ np.ones((200, 200))  # the caller's pool has started its threads
     before = [pool["num_threads"] for pool in threadpool_info()]

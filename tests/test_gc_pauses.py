@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 
-from amorsize_flows.gc_pauses import CollectionTime
+from amorsize_flows.probes.gc_pauses import CollectionTime
 
 
 def test_counts_this_thread_s_collections_and_not_another_s() -> None:

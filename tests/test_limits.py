@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from amorsize_flows.limits import detect, parse_memory, worker_limits
+from amorsize_flows.data.checks import parse_memory
+from amorsize_flows.measure.limits import detect, worker_limits
 
 GIB = 1 << 30
 
@@ -230,7 +231,7 @@ def test_a_dask_workers_threads_and_memory_limit_apply_inside_its_tasks() -> Non
     code = """
         import json
         import distributed
-        from amorsize_flows.limits import worker_limits
+        from amorsize_flows.measure.limits import worker_limits
 
         with (
             distributed.LocalCluster(

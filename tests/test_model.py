@@ -6,14 +6,15 @@ from dataclasses import replace
 
 import pytest
 
-from amorsize_flows import in_flight
-from amorsize_flows.calibrate import Calibration
-from amorsize_flows.limits import WorkerLimits
-from amorsize_flows.model import Constraints, Situation, choose
-from amorsize_flows.profile import Profile
+from amorsize_flows.decide import in_flight
+from amorsize_flows.decide.model import choose
+from amorsize_flows.decide.situation import Constraints, Situation
+from amorsize_flows.measure.calibration import Calibration
+from amorsize_flows.measure.limits import WorkerLimits
+from amorsize_flows.measure.profile import Profile
 
 GIB = 1 << 30
-# Costs of the order measured on a 2-core Linux machine (see calibrate.py).
+# Costs of the order measured on a 2-core Linux machine (see measure/calibration.py).
 CALIBRATION = Calibration(
     fork_start=(0.008, 0.004),
     loky_start=(0.08, 0.01),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import amorsize_flows as amz
-from amorsize_flows.plan import Candidate
+from amorsize_flows.data.plan import Candidate
 
 
 def _plan() -> amz.Plan:

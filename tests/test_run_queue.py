@@ -15,10 +15,11 @@ from collections.abc import Iterator
 import pytest
 
 import amorsize_flows as amz
-from amorsize_flows import run_queue
-from amorsize_flows.calibrate import get_calibration
-from amorsize_flows.profile import Profile, sample
-from amorsize_flows.run_queue import SCHEDSTAT, blocks, cpu_ratio, queued_seconds
+from amorsize_flows.measure.calibration import get_calibration
+from amorsize_flows.measure.dry_run import sample
+from amorsize_flows.measure.profile import Profile
+from amorsize_flows.probes import run_queue
+from amorsize_flows.probes.run_queue import SCHEDSTAT, blocks, cpu_ratio, queued_seconds
 from tests.markers import SCHEDULING
 from tests.workloads import busy, busy_where, sleepy
 

@@ -6,13 +6,13 @@ import random
 
 import pytest
 
-from amorsize_flows.trend import (
+from amorsize_flows.decide.trend import (
     MAX_GROWTH,
-    Batch,
     RisingBatches,
     rest_seconds_per_item,
     rises_steadily,
 )
+from amorsize_flows.measure.profile import Batch
 
 
 def measured(costs: list[float], sizes: list[int]) -> list[Batch]:

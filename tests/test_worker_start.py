@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import json
 
-from amorsize_flows.calibrate import cache_path
-from amorsize_flows.worker_start import fresh_load_seconds
+from amorsize_flows.measure.calibration import cache_path
+from amorsize_flows.measure.worker_start import fresh_load_seconds
 
 
 def _measured() -> dict[str, float]:

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from .. import InvalidPlanError, MapCancelledError, RunRecord, run
-from ..options import check_options
-from ..report import plan_table
+from ..data.options import check_options
+from ..report.tables import plan_table
 from ._results import deliver
 
 __all__ = ["PLAN_XCOM_KEY", "RUN_XCOM_KEY", "AmorsizeOperator"]

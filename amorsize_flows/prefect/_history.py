@@ -18,8 +18,8 @@ from typing import Any
 from prefect.types import MAX_VARIABLE_NAME_LENGTH, MAX_VARIABLE_VALUE_LENGTH
 from prefect.variables import Variable
 
-from ..errors import InvalidPlanError
-from ..plan import Plan, RunRecord
+from ..data.errors import InvalidPlanError
+from ..data.plan import Plan, RunRecord
 from .artifacts import KEY_PREFIX, slug
 
 __all__ = [

@@ -24,8 +24,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from ..plan import Plan, RunRecord
-from ..report import plan_markdown
+from ..data.plan import Plan, RunRecord
+from ..report.tables import plan_markdown
 
 __all__ = ["ProgressReporter", "artifact_key", "plan_row", "publish_plan", "slug"]
 

@@ -40,10 +40,10 @@ from prefect.context import TaskRunContext
 from prefect.states import Cancelled, State
 
 from ..api import imap
-from ..errors import MapCancelledError
-from ..options import PLAN_SETTINGS, check_options
-from ..profile import function_identity
-from ..report import plan_table
+from ..data.errors import MapCancelledError
+from ..data.options import PLAN_SETTINGS, check_options
+from ..measure.identity import function_identity
+from ..report.tables import plan_table
 from . import _history
 from ._logs import forward_core_logs, run_logger
 from ._watcher import Watcher

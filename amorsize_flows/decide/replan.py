@@ -1,0 +1,176 @@
+"""Weighing a serial plan again while it runs, when its calls prove far costlier than measured.
+
+The dry run sees the first few items. Where they were not typical (a skewed input whose rare slow
+items it missed, an input sorted by size), the serial batches show it, and the rest of the map
+may be worth a pool after all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from ..data.plan import Plan
+from ..measure.calibration import get_calibration
+from ..measure.profile import Batch
+from ..measure.run_stats import RunStats
+from ..probes.processes import fork_is_safe
+from .model import duration_text
+from .situation import MIN_GAIN, Situation
+from .trend import RisingBatches
+
+__all__ = ["SerialReplanner"]
+
+log = logging.getLogger(__name__)
+
+# A serial plan is weighed again once its calls take this many times longer than the dry run
+# measured: the first items were not typical (a skewed input whose rare slow items the dry run
+# missed, an input sorted by size). Not less: over 300k cheap calls, batches of 100k ran 2.2
+# times slower per call than the dry run's few hundred, the result list outgrowing the caches.
+REPLAN_FACTOR = 4.0
+# ... and again each time they slow down this many times more (an input sorted by size).
+REPLAN_AGAIN = 2.0
+# A batch shorter than this cannot show work worth a pool (none starts that fast), and its clock
+# readings are mostly the batch's own bookkeeping.
+REPLAN_MIN_SECONDS = 1e-3
+# After a slow batch the alarm ended, the calls after it run until they took this many times
+# as long, and then tell whether slow calls are rare or the rule from here on (see __call__).
+# Once as long was not enough: two adjacent slow calls among quick ones (a test's) still read as a
+# step up in 4 runs of 8, the rest expected at 10 times the calls' mean; twice as long, in none
+# of 8 (1.5 to 2.1 times). After a real step up, one or two more slow calls run in the caller.
+CONFIRM_FACTOR = 2.0
+# Serial calls planned at least this long are each followed by a clock reading (0.1 µs), so that
+# a batch whose calls prove slow is weighed again at once instead of running on (Replanner.alarm).
+WATCHED_CALL_SECONDS = 1e-5
+
+
+class SerialReplanner:
+    """Weighs a serial plan the model chose again, once calls run REPLAN_FACTOR times slower than
+    the dry run measured, from what the serial batches measured; a parallel plan it makes is
+    handed to ``adopt`` and run instead."""
+
+    def __init__(
+        self,
+        situation: Situation,
+        n_items: int,
+        dry_run: list[Batch],
+        stats: RunStats,
+        started: float,
+        decide: Callable[[Situation], Plan],
+        adopt: Callable[[Plan], None],
+    ) -> None:
+        """``situation`` is the one the serial plan was made in, ``dry_run`` its calls along the
+        input (Sample.batches), ``stats`` the serial batches' as they run, ``started`` when the
+        map began (perf_counter); ``decide`` makes a plan for a later situation."""
+        self._situation, self._n_items, self._stats = situation, n_items, stats
+        self._started, self._decide, self._adopt = started, decide, adopt
+        self._sampled = sum(batch.items for batch in dry_run)
+        self._planned = situation.profile.seconds_per_item
+        self._threshold = REPLAN_FACTOR * self._planned
+        first, *later = dry_run or [Batch(0, 0, self._planned)]
+        self._batches = RisingBatches(first)
+        for batch in later:
+            self._batches.add(batch)
+        # Every call measured so far, the dry run's included: how many, and their seconds.
+        self._measured_items = sum(batch.items for batch in dry_run)
+        self._measured_seconds = sum(batch.items * batch.seconds_per_item for batch in dry_run)
+        # After a slow batch the alarm ended: how long it took (None otherwise), and the calls
+        # and seconds of the batches since, which run until they took CONFIRM_FACTOR times as
+        # long (see __call__).
+        self._slow_batch_seconds: float | None = None
+        self._confirm_items, self._confirm_seconds = 0, 0.0
+
+    def alarm(self) -> tuple[float, float] | None:
+        """Calls so slow that their batch is weighed at once (see Replanner.alarm); after a slow
+        batch, the calls since then as soon as they took long enough to tell what it was."""
+        if self._planned < WATCHED_CALL_SECONDS:
+            return None
+        if self._slow_batch_seconds is not None:
+            return 0.0, CONFIRM_FACTOR * self._slow_batch_seconds - self._confirm_seconds
+        return self._threshold, REPLAN_MIN_SECONDS
+
+    def awaits_batch(self) -> bool:
+        """Whether the calls after a slow batch are still being timed (see __call__)."""
+        return self._slow_batch_seconds is not None
+
+    def __call__(self, done: int, batch_items: int, batch_seconds: float) -> Plan | None:
+        situation = self._situation
+        if done == batch_items and not self._sampled:
+            # The process's first call, which a dry run would have timed apart: its warm-up
+            # (a model loaded lazily) says nothing of the rest. Planned from a record, the
+            # retraining flow's first feature took 6.9 ms against 1.5 planned, and the rest
+            # went to loky workers: 3.4 s where serial took 2.0. Alone in its batch it is all
+            # warm-up, however much longer than the record's it took.
+            if batch_items == 1:
+                return None
+            batch_seconds = max(0.0, batch_seconds - situation.profile.warmup_seconds)
+        seconds_per_item = batch_seconds / batch_items
+        self._batches.add(Batch(done - batch_items, batch_items, seconds_per_item))
+        self._measured_items += batch_items
+        self._measured_seconds += batch_seconds
+        if self._slow_batch_seconds is not None:
+            self._confirm_items += batch_items
+            self._confirm_seconds += batch_seconds
+            if done >= self._n_items:
+                return None
+            if self._confirm_seconds < CONFIRM_FACTOR * self._slow_batch_seconds:
+                return None
+            self._slow_batch_seconds = None
+            # Slow calls now and then: the mean of every call so far; slow calls from here
+            # on: the mean of the calls since the slow batch.
+            typical = self._measured_seconds / self._measured_items
+            since = self._confirm_seconds / self._confirm_items
+            return self._replan(done, max(typical, since))
+        slow = seconds_per_item >= self._threshold and batch_seconds >= REPLAN_MIN_SECONDS
+        if not slow or done >= self._n_items:
+            return None
+        self._threshold = REPLAN_AGAIN * seconds_per_item
+        if self.alarm() is not None and not self._batches.rises_steadily():
+            # The alarm ends a batch as soon as its calls' mean passes the threshold, right after
+            # a slow call, so the mean of a slow batch is biased high: the rest may hold a few
+            # such calls (one in ten of 20 ms among calls of 0.1 ms, 2.1 ms a call on average,
+            # read as 14.3 ms and run in chunks of 2), or nothing else (a step up along the
+            # input). The calls after it tell which, once they took CONFIRM_FACTOR times as
+            # long: a few calls after a step, more after a rare slow call. (The one batch after
+            # it was weighed alone before: where that was the next slow call, the benchmark's
+            # items 5 and 6, the rest was planned at 42 ms a call and ran in chunks of 1.)
+            self._slow_batch_seconds = batch_seconds
+            self._confirm_items, self._confirm_seconds = 0, 0.0
+            return None
+        # Not the mean of all batches: where calls grow along the input (sorted by size),
+        # the latest, and the trend, tell most about the rest.
+        return self._replan(done, self._batches.rest_seconds_per_item(self._n_items))
+
+    def _replan(self, done: int, rest: float) -> Plan | None:
+        """The plan for the items after ``done``, whose calls are expected to take ``rest``
+        seconds each; None where serial stays best."""
+        situation, stats = self._situation, self._stats
+        profile = replace(
+            situation.profile,
+            seconds_per_item=rest,
+            cpu_seconds_per_item=rest * stats.cpu_ratio,
+            # Calls this far from what the dry run saw vary at least as much as they cost.
+            seconds_stdev=max(situation.profile.seconds_stdev, rest),
+        )
+        later = replace(
+            situation,
+            profile=profile,
+            calibration=situation.calibration or get_calibration(),
+            n_remaining=self._n_items - done,
+            spent_seconds=time.perf_counter() - self._started,
+            parent_warm=True,  # the caller has run the function: forked workers inherit that
+            fork_safe=fork_is_safe(),
+            min_gain=MIN_GAIN,  # calls measured slower now, not a record's noise
+        )
+        plan = self._decide(later)
+        if plan.backend == "serial":
+            return None
+        plan = plan.with_changes(
+            reason=f"Re-planned after {done} items (planned for {duration_text(self._planned)} "
+            f"a call). {plan.reason}"
+        )
+        log.info("amorsize: %s: %s", plan.function, plan.reason)
+        self._adopt(plan)
+        return plan

@@ -1,0 +1,98 @@
+"""What a map run really cost, as the RunRecord the next scheduled run starts from."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..data.plan import Plan, RunRecord
+from .limits import WorkerLimits
+from .profile import Profile
+from .run_stats import RunStats
+
+__all__ = ["build_record"]
+
+
+def _serial_cost_per_call(
+    plan: Plan, profile: Profile | None, stats: RunStats
+) -> tuple[float, float]:
+    """Wall and CPU seconds of a call in this map, as a serial run would pay them.
+
+    A thread's chunks are timed on the wall clock, which runs on while the thread waits for a CPU
+    or for the GIL the other threads hold: the retraining flow's cv_score, on 3 threads of 2 CPUs,
+    read 0.39 s a call where a serial run took 0.19, and its record planned the next run on more
+    threads still. A thread's own CPU clock stops meanwhile; divided by the share of a call's
+    wall time the dry run saw on the CPU, it is the call's cost on its own CPU (0.21 to 0.28 s
+    there: calls side by side still slow each other). Only for busy calls: calls that mostly wait
+    leave the CPUs to the other threads, and their few microseconds of CPU, scaled up by a small
+    share, would be noise. Nor for calls that run threads of their own (BLAS), whose CPU the
+    calling thread's clock does not see.
+
+    Elsewhere, as in the dry run, the CPU seconds count the calls' waits for a CPU (run_queue):
+    on a busy node a serial run's calls would otherwise read as waiting, and the next run from
+    this record would plan threads that have no CPU to run on.
+    """
+    per_item = stats.compute_seconds / stats.items
+    if (
+        plan.backend == "threads"
+        and profile is not None
+        and profile.busy
+        and not profile.runs_own_threads
+    ):
+        cpu_per_item = stats.cpu_seconds / stats.items
+        return min(per_item, cpu_per_item / profile.cpu_ratio), cpu_per_item
+    return per_item, per_item * stats.cpu_ratio
+
+
+def build_record(
+    plan: Plan,
+    profile: Profile | None,
+    limits: WorkerLimits,
+    stats: RunStats,
+    *,
+    wall: float,
+    sampled: int,
+    sample_seconds: float,
+) -> RunRecord:
+    """The record of a map run with ``plan``: ``profile`` is the dry run's (None when the plan
+    was given or came from a record), ``stats`` what the runner measured, ``wall`` the seconds
+    from the call to the last result, ``sampled`` and ``sample_seconds`` the dry run's items and
+    time. Per-call costs are the run's own where it ran any items after the dry run."""
+    profile = profile or (Profile.from_dict(plan.profile) if plan.profile else None)
+    n_items = sampled + stats.items
+    if stats.items:
+        per_item, cpu_per_item = _serial_cost_per_call(plan, profile, stats)
+    elif profile is not None:
+        per_item, cpu_per_item = profile.seconds_per_item, profile.cpu_seconds_per_item
+    else:
+        per_item = cpu_per_item = 0.0
+    if profile is not None and sample_seconds > 0:
+        serial = profile.first_call_seconds + max(0, n_items - 1) * per_item
+    else:
+        serial = (profile.warmup_seconds if profile else 0.0) + n_items * per_item
+    corrected = (
+        replace(profile, seconds_per_item=per_item, cpu_seconds_per_item=cpu_per_item).to_dict()
+        if profile is not None
+        else {}
+    )
+    return RunRecord(
+        function=plan.function,
+        function_digest=plan.function_digest,
+        n_items=n_items,
+        backend=plan.backend,
+        n_jobs=plan.n_jobs,
+        chunksize=plan.chunksize,
+        start_method=plan.start_method,
+        source=plan.source,
+        wall_seconds=wall,
+        sample_seconds=sample_seconds,
+        map_seconds=max(0.0, stats.finished_at - stats.started_at),
+        startup_seconds=stats.startup_seconds,
+        sampled_items=sampled,
+        seconds_per_item=per_item,
+        cpu_seconds_per_item=cpu_per_item,
+        serial_seconds_estimate=serial,
+        achieved_speedup=serial / wall if wall > 0 else 0.0,
+        estimated_speedup=plan.estimated_speedup,
+        limits=limits.to_dict(),
+        profile=corrected,
+    )

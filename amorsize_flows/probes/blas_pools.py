@@ -1,0 +1,92 @@
+"""The caller's BLAS/OpenMP thread pools: capped while a map shares the CPUs, and their spin
+waited out before a dry run measures anything.
+
+OpenBLAS threads busy-wait for more work once a product is done, 80 to 90 ms of CPU here: after
+the caller's own numpy work, and after every forking map in a caller that loaded numpy (restoring
+the cap re-creates the pool's threads). A dry run in that window counted their CPU as the
+function's: pure Python read as "2.0 CPUs' worth of threads of its own" in 12 runs of 12 after a
+400x400 product, and after forking maps it was planned serially, or on threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator, Set
+
+from .procfs import read_bytes
+
+__all__ = ["capped", "native_thread_files", "native_thread_ids", "settle"]
+
+# Polled this often while pool threads spin, and for at most this long: several times the spin
+# measured. A native thread still on a CPU by then is not spinning down but working for good (a
+# library's own worker): the process never waits for that thread again, but still for others,
+# such as the threads OpenBLAS re-creates when a forking map restores its cap.
+SETTLE_POLL_SECONDS = 0.005
+SETTLE_MAX_SECONDS = 0.5
+
+_busy_for_good: set[str] = set()  # native ids
+
+
+@contextlib.contextmanager
+def capped(inner_threads: int) -> Iterator[None]:
+    """Cap the caller's BLAS/OpenMP pools to ``inner_threads`` each, then restore them."""
+    from threadpoolctl import threadpool_limits  # 15 ms to import: only where pools are capped
+
+    limiter = threadpool_limits(inner_threads)
+    try:
+        yield
+    finally:
+        limiter.restore_original_limits()
+
+
+def settle() -> float:
+    """Wait until no native thread of this process is on a CPU, at most SETTLE_MAX_SECONDS
+    (those still there are then never waited for again), and return the seconds waited: about
+    0.1 s after numpy work or a forking map, a listing of the process's threads (tens of µs)
+    otherwise."""
+    started = time.monotonic()
+    while busy := _pool_threads_on_cpu() - _busy_for_good:
+        if time.monotonic() - started >= SETTLE_MAX_SECONDS:
+            _busy_for_good.update(busy)
+            break
+        time.sleep(SETTLE_POLL_SECONDS)
+    return time.monotonic() - started
+
+
+def _pool_threads_on_cpu() -> set[str]:
+    """The native threads of this process (those Python did not start: BLAS and OpenMP pools')
+    running or waiting for a CPU now."""
+    stats = native_thread_files("stat") or {}
+    # The state follows the command name, which may hold spaces.
+    return {task for task, text in stats.items() if text.rsplit(b")", 1)[-1].split()[:1] == [b"R"]}
+
+
+def native_thread_ids(python_threads: Set[str] = frozenset()) -> list[str] | None:
+    """The native ids of this process's threads that Python did not start, nor any of
+    ``python_threads``, from Linux's /proc/self/task; None where the kernel does not list
+    threads there."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    python = python_threads | {str(thread.native_id) for thread in threading.enumerate()}
+    return [task for task in tasks if task not in python]
+
+
+def native_thread_files(
+    name: str, python_threads: Set[str] = frozenset()
+) -> dict[str, bytes] | None:
+    """The file ``name`` (``stat``, ``schedstat``) of each thread :func:`native_thread_ids`
+    lists, by native id; None where the kernel does not list threads."""
+    tasks = native_thread_ids(python_threads)
+    if tasks is None:
+        return None
+    found = {}
+    for task in tasks:
+        data = read_bytes(f"/proc/self/task/{task}/{name}", 1024)
+        if data is not None:  # None: the thread ended meanwhile
+            found[task] = data
+    return found
