@@ -10,15 +10,16 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from .. import InvalidPlanError, MapCancelledError, RunRecord, run
+from .. import MapCancelledError, run
+from ..data.checks import check_positive_int
 from ..data.options import check_options
 from ..report.tables import plan_table
+from ._records import RUN_XCOM_KEY, previous_record
 from ._results import deliver
 
 __all__ = ["PLAN_XCOM_KEY", "RUN_XCOM_KEY", "AmorsizeOperator"]
 
 PLAN_XCOM_KEY = "amorsize_plan"
-RUN_XCOM_KEY = "amorsize_run"
 
 # XCom lives in the metadata database: past this many bytes of JSON, results go to a file or
 # object storage instead and the task returns the path (Airflow's own docs call XCom "small").
@@ -88,12 +89,7 @@ class AmorsizeOperator(BaseOperator):
             )
         if reducer is not None and not callable(reducer):
             raise TypeError(f"`reducer` must be callable or None, got {reducer!r}")
-        if (
-            isinstance(max_xcom_bytes, bool)
-            or not isinstance(max_xcom_bytes, int)
-            or max_xcom_bytes < 1
-        ):
-            raise ValueError(f"`max_xcom_bytes` must be an int >= 1, got {max_xcom_bytes!r}")
+        check_positive_int("max_xcom_bytes", max_xcom_bytes)
         self.python_callable = python_callable
         # Airflow calls callables found in templated fields with the context; a loader of items
         # takes no arguments, so it is kept out of them and called in execute().
@@ -128,7 +124,9 @@ class AmorsizeOperator(BaseOperator):
             if self.op_kwargs
             else self.python_callable
         )
-        history = self._previous_record(ti) if self.learn_from_previous_runs else None
+        history = (
+            previous_record(ti, self.task_id, self.log) if self.learn_from_previous_runs else None
+        )
         self._cancel = threading.Event()
         try:
             outcome = run(
@@ -176,37 +174,6 @@ class AmorsizeOperator(BaseOperator):
                 f"for a templated list set render_template_as_native_obj=True on the DAG"
             )
         return items
-
-    def _previous_record(self, ti: Any) -> RunRecord | None:
-        """This task's record from its latest earlier successful run, if it is readable."""
-        started = time.perf_counter()
-        try:
-            stored = ti.xcom_pull(
-                task_ids=self.task_id,
-                key=RUN_XCOM_KEY,
-                include_prior_dates=True,
-                map_indexes=ti.map_index,
-            )
-        except Exception as error:  # an unreachable store must not fail the stage
-            self.log.warning(
-                "amorsize: could not read the previous run's record (%s); sampling", error
-            )
-            return None
-        if not stored:
-            self.log.info("amorsize: no previous run of this task recorded; sampling")
-            return None
-        try:
-            record = RunRecord.from_dict(stored)
-        except InvalidPlanError as error:
-            self.log.warning("amorsize: ignoring the previous run's record: %s", error)
-            return None
-        self.log.info(
-            "amorsize: read the previous run's record (%d items, %.2fx achieved) in %.1f ms",
-            record.n_items,
-            record.achieved_speedup,
-            (time.perf_counter() - started) * 1e3,
-        )
-        return record
 
 
 class _ProgressLog:

@@ -13,12 +13,19 @@ from typing import Any
 from .checks import check_backend, check_positive_int, parse_memory
 from .plan import RunRecord
 
-__all__ = ["PLAN_SETTINGS", "Options", "check_callable", "check_items", "check_options"]
+__all__ = [
+    "PLAN_SETTINGS",
+    "Options",
+    "PlanSettings",
+    "check_callable",
+    "check_items",
+    "check_options",
+]
 
 
 @dataclass(frozen=True)
-class Options:
-    """The caller's settings for one map; None leaves a setting to the model."""
+class PlanSettings:
+    """The settings that shape a plan; None leaves a setting to the model."""
 
     max_workers: int | None = None
     memory_limit: int | str | None = None
@@ -26,6 +33,12 @@ class Options:
     backend: str | None = None
     n_jobs: int | None = None
     chunksize: int | None = None
+
+
+@dataclass(frozen=True)
+class Options(PlanSettings):
+    """The caller's settings for one map, and a previous run's record to start from."""
+
     history: RunRecord | None = None
 
     @classmethod
@@ -62,7 +75,7 @@ class Options:
 
 # The options that shape a plan; ``history`` is evidence of a previous run, which the
 # integrations keep and hand over themselves.
-PLAN_SETTINGS = tuple(field.name for field in fields(Options) if field.name != "history")
+PLAN_SETTINGS = tuple(field.name for field in fields(PlanSettings))
 
 
 def check_options(options: Mapping[str, Any]) -> None:

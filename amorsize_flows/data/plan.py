@@ -112,12 +112,9 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types with a schema version, for XCom, artifacts and files."""
-        data = asdict(self)
-        data["limits"] = dict(self.limits)
-        data["profile"] = dict(self.profile)
+        data = _stored(self, ("estimated_speedup",))
         data["candidates"] = [candidate.to_dict() for candidate in self.candidates]
-        data["estimated_speedup"] = _finite(self.estimated_speedup)
-        return {"schema_version": SCHEMA_VERSION, **data}
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
@@ -126,10 +123,7 @@ class Plan:
         Raises:
             InvalidPlanError: when ``data`` is not a plan of this schema version.
         """
-        checked = dict(
-            validate(dict(data) if isinstance(data, Mapping) else data, PLAN_SCHEMA, "plan")
-        )
-        checked.pop("schema_version")
+        checked = _checked(data, PLAN_SCHEMA, "plan")
         checked["candidates"] = tuple(Candidate(**c) for c in checked.get("candidates", ()))
         try:
             return cls(**checked)
@@ -183,12 +177,7 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types with a schema version."""
-        data = asdict(self)
-        data["limits"] = dict(self.limits)
-        data["profile"] = dict(self.profile)
-        for name in ("achieved_speedup", "estimated_speedup"):
-            data[name] = _finite(data[name])
-        return {"schema_version": SCHEMA_VERSION, **data}
+        return _stored(self, ("achieved_speedup", "estimated_speedup"))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
@@ -197,12 +186,26 @@ class RunRecord:
         Raises:
             InvalidPlanError: when ``data`` is not a record of this schema version.
         """
-        checked = dict(
-            validate(dict(data) if isinstance(data, Mapping) else data, RECORD_SCHEMA, "run record")
-        )
-        checked.pop("schema_version")
+        checked = _checked(data, RECORD_SCHEMA, "run record")
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in checked.items() if key in known})
+
+
+def _stored(entry: Plan | RunRecord, speedups: tuple[str, ...]) -> dict[str, Any]:
+    """``entry`` in plain JSON types, with the schema version."""
+    data = asdict(entry)
+    data["limits"] = dict(entry.limits)
+    data["profile"] = dict(entry.profile)
+    for name in speedups:
+        data[name] = _finite(data[name])
+    return {"schema_version": SCHEMA_VERSION, **data}
+
+
+def _checked(data: object, schema: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``data`` validated against ``schema``, without its schema version."""
+    checked = dict(validate(dict(data) if isinstance(data, Mapping) else data, schema, what))
+    checked.pop("schema_version")
+    return checked
 
 
 def _finite(value: float) -> float:

@@ -35,8 +35,8 @@ CACHE_DIR_ENV = "AMORSIZE_CACHE_DIR"
 CALIBRATION_VERSION = "6"
 # The measurement normally takes 1 to 3 s; past this something is wrong.
 CALIBRATION_TIMEOUT_SECONDS = 120
-# What the executor's costs depend on, besides the machine and Python: reinstalled, measure again.
-_EXECUTOR_PACKAGES = ("loky", "cloudpickle")
+# What the costs depend on, besides the machine and Python: reinstalled, measure again.
+_MEASURED_PACKAGES = ("amorsize_flows", "loky", "cloudpickle")
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,7 @@ def fingerprint() -> str:
         platform.python_implementation(),
         platform.python_version(),
         str(os.cpu_count()),
-        *map(_installed, _EXECUTOR_PACKAGES),
-        _version(),
+        *map(_installed, _MEASURED_PACKAGES),
         CALIBRATION_VERSION,
     ]
     return hashlib.sha256("\n".join(facts).encode()).hexdigest()[:16]
@@ -121,12 +120,6 @@ def _installed(package: str) -> str:
     if spec is None or spec.origin is None:
         return f"{package}: missing"
     return f"{spec.origin}@{os.stat(spec.origin).st_mtime_ns}"
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
 
 
 def cache_path() -> Path:

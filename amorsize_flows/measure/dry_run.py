@@ -127,28 +127,12 @@ def sample(
     n_items = len(items) if isinstance(items, Sized) else None
     iterator = iter(items)
     meter = Meter(func, start_index)
-    with meter.collections:
-        while not _enough(meter, n_items, sample_size, parallelism):
-            cheap = meter.calls > PICKLE_PROBES and meter.mean < CHEAP_CALL_SECONDS
-            size = CHEAP_BATCH << len(meter.times.batches) if cheap and sample_size is None else 1
-            batch = list(itertools.islice(iterator, size))
-            if not batch:
-                n_items = meter.calls
-                break
-            if len(batch) == 1:
-                meter.call(batch[0])
-            else:
-                meter.call_batch(batch)
+    if not _steady_calls(meter, iterator, n_items, sample_size, parallelism):
+        n_items = meter.calls  # the items ran out
     meter.close_stretch()
     meter.measure_pickling()
     if meter.cpu_ratio > INTERNAL_THREADS_RATIO:
-        # How fast is one call on one thread? Workers get a share of the CPUs each, so this is
-        # what a call costs in a parallel plan: measured here, not guessed from the CPU ratio.
-        from threadpoolctl import threadpool_limits  # only for calls that run threads
-
-        with threadpool_limits(1):
-            for item in itertools.islice(iterator, SINGLE_THREAD_CALLS):
-                meter.call(item, single_thread=True)
+        _single_thread_calls(meter, iterator)
     elif gil_probe.can_matter(
         meter.cpu_ratio,
         meter.mean,
@@ -157,15 +141,7 @@ def sample(
         processes_possible=processes_possible,
         fork_possible=fork_possible,
     ):
-        # Busy calls: does the function hold the GIL (pure Python) or release it (hashing,
-        # compression, most of numpy)? Two calls (or batches) at once on two threads tell, in
-        # as many pairs as gil_probe.GIL_RELEASED_SHARE says.
-        per_thread = gil_probe.calls_per_thread(meter.mean)
-        for _ in range(gil_probe.GIL_PROBE_MAX_PAIRS):
-            unrun = meter.call_pair(list(itertools.islice(iterator, 2 * per_thread)))
-            iterator = itertools.chain(unrun, iterator)
-            if gil_probe.answered(meter.gil_readings):
-                break
+        iterator = _gil_probe_pairs(meter, iterator)
     if n_items is not None and meter.calls >= n_items:
         n_items = meter.calls
     profile = meter.profile()
@@ -177,6 +153,51 @@ def sample(
         profile.seconds_per_item,
     )
     return Sample(profile, meter.results, rest, n_items, lower_bound, meter)
+
+
+def _steady_calls(
+    meter: Meter,
+    iterator: Iterator[Any],
+    n_items: int | None,
+    sample_size: int | None,
+    parallelism: Parallelism,
+) -> bool:
+    """Call the first items until :func:`_enough`, cheap ones in growing batches; False where
+    the items ran out first."""
+    with meter.collections:
+        while not _enough(meter, n_items, sample_size, parallelism):
+            cheap = meter.calls > PICKLE_PROBES and meter.mean < CHEAP_CALL_SECONDS
+            size = CHEAP_BATCH << len(meter.times.batches) if cheap and sample_size is None else 1
+            batch = list(itertools.islice(iterator, size))
+            if not batch:
+                return False
+            if len(batch) == 1:
+                meter.call(batch[0])
+            else:
+                meter.call_batch(batch)
+    return True
+
+
+def _single_thread_calls(meter: Meter, iterator: Iterator[Any]) -> None:
+    """What a call of a function running threads of its own costs on one thread: a parallel
+    plan's workers get a share of the CPUs each."""
+    from threadpoolctl import threadpool_limits  # only for calls that run threads
+
+    with threadpool_limits(1):
+        for item in itertools.islice(iterator, SINGLE_THREAD_CALLS):
+            meter.call(item, single_thread=True)
+
+
+def _gil_probe_pairs(meter: Meter, iterator: Iterator[Any]) -> Iterator[Any]:
+    """Whether busy calls hold the GIL, from pairs of calls on two threads (gil_probe); return
+    the items with those the pairs left unrun back in front."""
+    per_thread = gil_probe.calls_per_thread(meter.mean)
+    for _ in range(gil_probe.GIL_PROBE_MAX_PAIRS):
+        unrun = meter.call_pair(list(itertools.islice(iterator, 2 * per_thread)))
+        iterator = itertools.chain(unrun, iterator)
+        if gil_probe.answered(meter.gil_readings):
+            break
+    return iterator
 
 
 def _enough(

@@ -28,49 +28,28 @@ Running inside Prefect's engine:
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, overload
 
 from prefect import Task
-from prefect.context import TaskRunContext
-from prefect.states import Cancelled, State
 
-from ..api import imap
-from ..data.errors import MapCancelledError
-from ..data.options import PLAN_SETTINGS, check_options
+from ..data.options import PLAN_SETTINGS, PlanSettings, check_options
 from ..measure.identity import function_identity
-from ..report.tables import plan_table
 from . import _history
-from ._logs import forward_core_logs, run_logger
-from ._watcher import Watcher
-from .artifacts import ProgressReporter, artifact_key, publish_plan
+from ._map import check_item_fn, mapper
 
 __all__ = ["AmorsizeTask", "amorsize_task"]
 
 log = logging.getLogger(__name__)
 
-# The name of the task's first parameter, the items to map; the function's other parameters follow.
-ITEMS_PARAMETER = "items"
 # Characters of the function's digest in the task key: as many as Prefect's own task keys carry.
 TASK_KEY_DIGEST_CHARS = 10
 
 
-class _Unset:
-    """The default of ``with_options`` arguments: keep the task's current setting."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Any = _Unset()
-
-
 @dataclass(frozen=True)
-class MapOptions:
+class MapOptions(PlanSettings):
     """How an amorsize task plans its map (the core's options), and what it keeps between runs.
 
     Attributes:
@@ -82,12 +61,6 @@ class MapOptions:
             for maps predicted to take at least a few seconds.
     """
 
-    max_workers: int | None = None
-    memory_limit: int | str | None = None
-    sample_size: int | None = None
-    backend: str | None = None
-    n_jobs: int | None = None
-    chunksize: int | None = None
     history: bool | str = True
     progress: bool | None = None
 
@@ -137,56 +110,35 @@ class AmorsizeTask(Task[..., list[Any]]):
         **task_options: Any,
     ) -> None:
         """Wrap ``item_fn``; ``task_options`` go to :class:`prefect.Task` unchanged."""
-        _check_item_fn(item_fn)
+        check_item_fn(item_fn)
         options = map_options if map_options is not None else MapOptions()
         if not isinstance(options, MapOptions):
             raise TypeError(f"`map_options` must be a MapOptions, got {type(options).__name__}")
-        super().__init__(fn=_mapper(item_fn, options), **task_options)
+        super().__init__(fn=mapper(item_fn, options), **task_options)
         self._bind(item_fn, options)
 
-    def with_options(  # type: ignore[override]
-        self,
-        *,
-        max_workers: int | None = UNSET,
-        memory_limit: int | str | None = UNSET,
-        sample_size: int | None = UNSET,
-        backend: str | None = UNSET,
-        n_jobs: int | None = UNSET,
-        chunksize: int | None = UNSET,
-        history: bool | str = UNSET,
-        progress: bool | None = UNSET,
-        **task_options: Any,
-    ) -> AmorsizeTask:
-        """A copy with some map options and some Prefect task options changed.
+    def with_options(self, **options: Any) -> AmorsizeTask:  # type: ignore[override]
+        """A copy with some map options (:class:`MapOptions`' fields) and some Prefect task
+        options changed.
 
-        Map options left out keep their value; ``task_options`` are those of
-        :meth:`prefect.Task.with_options`, handled by Prefect itself.
+        Map options left out keep their value; the rest are :meth:`prefect.Task.with_options`'s,
+        handled by Prefect itself.
         """
-        given: dict[str, Any] = {
-            "max_workers": max_workers,
-            "memory_limit": memory_limit,
-            "sample_size": sample_size,
-            "backend": backend,
-            "n_jobs": n_jobs,
-            "chunksize": chunksize,
-            "history": history,
-            "progress": progress,
-        }
-        options = replace(
-            self.map_options, **{name: value for name, value in given.items() if value is not UNSET}
-        )
+        mapped = {name: options.pop(name) for name in _OPTION_NAMES & set(options)}
+        task_options = options
+        changed = replace(self.map_options, **mapped)
         task = super().with_options(**task_options)
         # Prefect's with_options builds a plain Task from every option it knows (including those
         # of later releases); making that object ours keeps Prefect in charge of its options.
         task.__class__ = type(self)
         assert isinstance(task, AmorsizeTask)
-        task._bind(self.item_fn, options)
+        task._bind(self.item_fn, changed)
         return task
 
     def _bind(self, item_fn: Callable[..., Any], options: MapOptions) -> None:
         self.item_fn = item_fn
         self.map_options = options
-        self.fn = _mapper(item_fn, options)
+        self.fn = mapper(item_fn, options)
         # Prefect keys a task by its function's code; ours is the same wrapper for every task.
         self.task_key = (
             f"{item_fn.__name__}-{function_identity(item_fn)[1][:TASK_KEY_DIGEST_CHARS]}"
@@ -205,18 +157,7 @@ def amorsize_task(
 
 @overload
 def amorsize_task(
-    item_fn: None = None,
-    /,
-    *,
-    max_workers: int | None = None,
-    memory_limit: int | str | None = None,
-    sample_size: int | None = None,
-    backend: str | None = None,
-    n_jobs: int | None = None,
-    chunksize: int | None = None,
-    history: bool | str = True,
-    progress: bool | None = None,
-    **task_options: Any,
+    item_fn: None = None, /, **options: Any
 ) -> Callable[[Callable[..., Any]], AmorsizeTask]: ...
 
 
@@ -258,162 +199,10 @@ def amorsize_task(
         ValueError: an option is out of range.
     """
     options = MapOptions(
-        max_workers=max_workers,
-        memory_limit=memory_limit,
-        sample_size=sample_size,
-        backend=backend,
-        n_jobs=n_jobs,
-        chunksize=chunksize,
-        history=history,
-        progress=progress,
+        **{name: value for name, value in locals().items() if name in _OPTION_NAMES}
     )
 
     def decorate(fn: Callable[..., Any]) -> AmorsizeTask:
         return AmorsizeTask(fn, map_options=options, **task_options)
 
     return decorate(item_fn) if item_fn is not None else decorate
-
-
-# --- the task's function: the signature Prefect sees, and the map it runs ------------------------
-
-
-def _check_item_fn(item_fn: object) -> None:
-    if isinstance(item_fn, Task):
-        raise TypeError(
-            f"@amorsize_task wraps a plain function of one item, got the Prefect task "
-            f"{item_fn.name!r}; put @amorsize_task in place of @task"
-        )
-    if not callable(item_fn):
-        raise TypeError(f"@amorsize_task needs a function of one item, got {item_fn!r}")
-    if inspect.iscoroutinefunction(item_fn) or inspect.isasyncgenfunction(item_fn):
-        raise TypeError(
-            f"@amorsize_task maps {getattr(item_fn, '__name__', item_fn)!r} in threads or "
-            f"processes, which call it synchronously; an async function cannot be mapped that way"
-        )
-    _map_signature(item_fn)  # raises on a function that cannot take one item
-
-
-def _map_signature(item_fn: Callable[..., Any]) -> inspect.Signature:
-    """``(items, *, <the function's other parameters>)``: what Prefect binds a call to."""
-    name = getattr(item_fn, "__name__", repr(item_fn))
-    try:
-        signature = inspect.signature(item_fn)
-    except (TypeError, ValueError):  # a builtin without a signature: items only
-        return inspect.Signature(
-            [inspect.Parameter(ITEMS_PARAMETER, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        )
-    parameters = list(signature.parameters.values())
-    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if not parameters or parameters[0].kind not in (*positional, inspect.Parameter.VAR_POSITIONAL):
-        raise TypeError(
-            f"{name}() must take the item as its first positional parameter, got {signature}"
-        )
-    rest: list[inspect.Parameter] = []
-    for parameter in parameters[1:]:
-        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
-            continue  # only the item is passed positionally
-        if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
-            raise TypeError(
-                f"{name}() has the positional-only parameter {parameter.name!r} after the item; "
-                f"the task passes every argument but the item by keyword"
-            )
-        if parameter.name == ITEMS_PARAMETER:
-            raise TypeError(
-                f"{name}() has a parameter named {ITEMS_PARAMETER!r}, the name of the task's "
-                f"first parameter (the items to map); rename it"
-            )
-        kind = (
-            parameter.kind
-            if parameter.kind is inspect.Parameter.VAR_KEYWORD
-            else inspect.Parameter.KEYWORD_ONLY
-        )
-        rest.append(parameter.replace(kind=kind))
-    items = inspect.Parameter(ITEMS_PARAMETER, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return inspect.Signature([items, *rest], return_annotation=list)
-
-
-def _mapper(item_fn: Callable[..., Any], options: MapOptions) -> Callable[..., Any]:
-    """The task's function: maps ``item_fn`` over ``items`` with ``kwargs`` fixed."""
-
-    def run_map(items: Iterable[Any], /, **kwargs: Any) -> list[Any] | State[Any]:
-        return _run_map(item_fn, items, kwargs, options)
-
-    # Name, docstring and module from the item function; `__wrapped__` makes Prefect hash its
-    # source (the cache policy), and `__signature__` makes Prefect bind (items, **fixed kwargs).
-    functools.update_wrapper(run_map, item_fn)
-    run_map.__signature__ = _map_signature(item_fn)  # type: ignore[attr-defined]
-    return run_map
-
-
-def _run_map(
-    item_fn: Callable[..., Any],
-    items: Iterable[Any],
-    kwargs: dict[str, Any],
-    options: MapOptions,
-) -> list[Any] | State[Any]:
-    context = TaskRunContext.get()
-    task_name = context.task.name if context is not None else item_fn.__name__
-    flow_run_id = context.task_run.flow_run_id if context is not None else None
-    logger = run_logger()
-    func = functools.partial(item_fn, **kwargs) if kwargs else item_fn
-    variable = options.variable(task_name)
-    previous = _history.load(variable, logger) if variable else None
-    progress = ProgressReporter(task_name, logger)
-    completed = False
-    with forward_core_logs(logger), Watcher(flow_run_id, progress, logger) as watcher:
-        try:
-            iterator = imap(
-                func,
-                items,
-                progress=progress.update,
-                cancel=watcher.cancel,
-                history=previous,
-                **options.core_options(),
-            )
-            plan = iterator.plan
-            logger.info(
-                "amorsize plan for %s (%s):\n%s",
-                task_name,
-                _evidence(previous, plan.source, variable),
-                plan_table(plan),
-            )
-            if options.progress is not False:
-                progress.start(plan, always=options.progress is True)
-            results: list[Any] = []
-            for chunk in iterator.chunks():
-                results.extend(chunk)
-            completed = True
-        except MapCancelledError as error:
-            if watcher.reason is None:
-                raise
-            logger.warning("amorsize: %s: the map stopped and its workers were killed", error)
-            return Cancelled(message=f"amorsize map of {task_name} cancelled: {watcher.reason}")
-        finally:
-            progress.finish(completed)
-    record = iterator.record
-    assert record is not None  # set once the iterator is exhausted
-    plan = iterator.plan  # the plan that ran: a serial one may have been re-planned mid-map
-    publish_plan(task_name, plan, record, logger, history_variable=variable)
-    if variable:
-        _history.store(variable, plan, record, logger)
-    logger.info(
-        "amorsize: %s mapped %d items in %.3f s: achieved speedup %.2fx (estimated %.2fx); "
-        "artifact %r",
-        task_name,
-        record.n_items,
-        record.wall_seconds,
-        record.achieved_speedup,
-        plan.estimated_speedup,
-        artifact_key(task_name),
-    )
-    return results
-
-
-def _evidence(previous: object, source: str, variable: str | None) -> str:
-    if variable is None:
-        return "history off"
-    if previous is None:
-        return f"no usable record in Variable {variable!r} yet"
-    if source == "history":
-        return f"started from the record in Variable {variable!r}; dry run skipped"
-    return f"the record in Variable {variable!r} no longer fits; sampled again"
