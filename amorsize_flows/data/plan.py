@@ -10,16 +10,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from . import schema
 from .checks import check_backend, check_positive_int
 from .errors import InvalidPlanError
 from .json_files import write_json
-from .schema import PLAN_SCHEMA, RECORD_SCHEMA, SCHEMA_VERSION, validate
 
 __all__ = ["Candidate", "Plan", "RunRecord", "load_config", "save_config"]
 
@@ -28,7 +28,8 @@ StartMethod = Literal["fork", "loky"]
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    """Now in UTC, as ``datetime.isoformat`` writes it to the second (without its import)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
 
 
 def _check_settings(backend: object, n_jobs: object, chunksize: object) -> None:
@@ -123,7 +124,7 @@ class Plan:
         Raises:
             InvalidPlanError: when ``data`` is not a plan of this schema version.
         """
-        checked = _checked(data, PLAN_SCHEMA, "plan")
+        checked = _checked(data, schema.PLAN_SCHEMA, "plan")
         checked["candidates"] = tuple(Candidate(**c) for c in checked.get("candidates", ()))
         try:
             return cls(**checked)
@@ -186,7 +187,7 @@ class RunRecord:
         Raises:
             InvalidPlanError: when ``data`` is not a record of this schema version.
         """
-        checked = _checked(data, RECORD_SCHEMA, "run record")
+        checked = _checked(data, schema.RECORD_SCHEMA, "run record")
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in checked.items() if key in known})
 
@@ -198,12 +199,14 @@ def _stored(entry: Plan | RunRecord, speedups: tuple[str, ...]) -> dict[str, Any
     data["profile"] = dict(entry.profile)
     for name in speedups:
         data[name] = _finite(data[name])
-    return {"schema_version": SCHEMA_VERSION, **data}
+    return {"schema_version": schema.SCHEMA_VERSION, **data}
 
 
-def _checked(data: object, schema: Mapping[str, Any], what: str) -> dict[str, Any]:
-    """``data`` validated against ``schema``, without its schema version."""
-    checked = dict(validate(dict(data) if isinstance(data, Mapping) else data, schema, what))
+def _checked(data: object, against: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``data`` validated against the schema ``against``, without its schema version."""
+    checked = dict(
+        schema.validate(dict(data) if isinstance(data, Mapping) else data, against, what)
+    )
     checked.pop("schema_version")
     return checked
 

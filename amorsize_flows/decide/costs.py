@@ -7,8 +7,8 @@ tail that skewed durations leave at the end.
 
 from __future__ import annotations
 
+import functools
 import math
-from statistics import NormalDist
 
 from ..data.plan import Candidate, StartMethod
 from ..measure.profile import Profile
@@ -23,7 +23,6 @@ MEMORY_HEADROOM = 0.8
 # The dry run sees only the first items; later ones may differ (inputs sorted by size are common),
 # so in the tail of the map calls are assumed to vary by at least this share of their mean.
 UNSEEN_VARIATION = 0.25
-_STANDARD_NORMAL = NormalDist()
 
 
 def cannot_win(situation: Situation, backend: str, serial_seconds: float) -> bool:
@@ -75,8 +74,11 @@ def _tail(profile: Profile, n_workers: int, chunksize: int) -> float:
     return stdev * math.sqrt(chunksize) * _expected_max_of_normals(n_workers)
 
 
+@functools.cache
 def _expected_max_of_normals(count: int) -> float:
-    return _STANDARD_NORMAL.inv_cdf((count - 0.375) / (count + 0.25))
+    from statistics import NormalDist  # statistics costs 4 ms to import: a cheap map never asks
+
+    return NormalDist().inv_cdf((count - 0.375) / (count + 0.25))
 
 
 def _makespan(situation: Situation, n_workers: int, chunksize: int, chunk_seconds: float) -> float:

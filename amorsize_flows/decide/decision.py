@@ -12,7 +12,6 @@ from typing import Any
 from ..data.options import Options
 from ..data.plan import Plan
 from ..measure.limits import WorkerLimits, detect
-from ..measure.worker_start import fresh_load_seconds
 from .model import choose
 from .situation import Constraints, Situation
 
@@ -91,6 +90,8 @@ def fresh_worker_startup(
         return observed[1]
     calibration = situation.calibration
     assert calibration is not None
+    from ..measure.worker_start import fresh_load_seconds  # only for fresh interpreters
+
     loaded = fresh_load_seconds(func)
     if loaded is None:
         return None

@@ -9,7 +9,6 @@ random variation averages out and extrapolating noise would only mislead.
 from __future__ import annotations
 
 import itertools
-import statistics
 from collections.abc import Sequence
 
 from ..measure.profile import Batch
@@ -83,6 +82,8 @@ def rises_steadily(batches: Sequence[Batch]) -> bool:
 
 def _line(batches: Sequence[Batch]) -> tuple[float, float]:
     """Least-squares slope and intercept of seconds per call against the batches' middles."""
+    import statistics  # only once serial batches rise: rare, and 4 ms to import
+
     fit = statistics.linear_regression(
         [batch.middle for batch in batches], [batch.seconds_per_item for batch in batches]
     )

@@ -22,7 +22,6 @@ from ..decide.prepare import Prepared
 from ..decide.replan import SerialReplanner
 from ..decide.situation import FREE, Situation
 from ..measure.profile import Profile
-from ..measure.record import build_record
 from ..measure.run_stats import RunStats
 from .progress import Progress, progress_reporter
 from .runner import Replanner, run_plan
@@ -81,6 +80,8 @@ class MapIterator(Iterator[Any]):
         Built on first use (about 0.1 ms in a fresh process): a plain ``execute`` never asks.
         """
         if self._record is None and self._wall_seconds is not None:
+            from ..measure.record import build_record  # execute() never asks for it
+
             prepared = self._prepared
             self._record = build_record(
                 self.plan,

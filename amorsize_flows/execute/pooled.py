@@ -19,7 +19,7 @@ from .pools import PoolSettings, WorkerPool, open_pool
 if TYPE_CHECKING:
     from ..data.plan import Plan
 
-__all__ = ["run_pooled"]
+__all__ = ["PoolSettings", "run_pooled"]
 
 # How often a wait checks for cancellation: fast enough for a person, rare enough to cost nothing.
 CANCEL_POLL_SECONDS = 0.1

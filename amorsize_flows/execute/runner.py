@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..measure.run_stats import RunStats
 from ..probes.procfs import usable_cpus
-from .pooled import run_pooled
-from .pools import PoolSettings
 from .serial import Replanner, run_serial
 
 if TYPE_CHECKING:
@@ -96,6 +94,8 @@ def run_plan(
             # The serial plan's limits may have been an upper bound; the new plan's were all read.
             cpus = plan.limits.get("cpus", cpus)
             stats.workers_start()
+        from .pooled import PoolSettings, run_pooled  # a serial map never loads the pools
+
         share = max(1, (cpus or usable_cpus()) // plan.n_jobs)
         settings = PoolSettings(func, cancel, share, cap_loaded_pools)
         yield from run_pooled(

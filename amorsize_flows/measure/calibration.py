@@ -15,15 +15,14 @@ import importlib.util
 import json
 import logging
 import os
-import platform
-import subprocess
+import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ..data.errors import AmorsizeError
 from ..data.json_files import write_json
-from ..probes.processes import run_fresh_python
+from ..probes.processes import FreshPythonFailed, run_fresh_python
 
 __all__ = ["CACHE_DIR_ENV", "Calibration", "cache_path", "fingerprint", "get_calibration"]
 
@@ -101,11 +100,9 @@ class Calibration:
 def fingerprint() -> str:
     """What the measurements depend on: change any of it and they are taken again."""
     facts = [
-        platform.node(),
-        platform.machine(),
-        platform.release(),
-        platform.python_implementation(),
-        platform.python_version(),
+        *os.uname()[1:],  # the host's name, the kernel's release and version, the machine
+        sys.implementation.name,
+        sys.version,
         str(os.cpu_count()),
         *map(_installed, _MEASURED_PACKAGES),
         CALIBRATION_VERSION,
@@ -155,15 +152,14 @@ def get_calibration() -> Calibration:
 
 def _measure_in_subprocess() -> Calibration:
     try:
-        completed = run_fresh_python(
+        printed = run_fresh_python(
             ["-m", "amorsize_flows.execute.machine_costs"], timeout=CALIBRATION_TIMEOUT_SECONDS
         )
-        return Calibration.from_dict(json.loads(completed.stdout))
-    except (OSError, subprocess.SubprocessError, ValueError, TypeError, KeyError) as error:
-        detail = (getattr(error, "stderr", b"") or b"").decode(errors="replace")
+        return Calibration.from_dict(json.loads(printed))
+    except (FreshPythonFailed, ValueError, TypeError, KeyError) as error:
         raise AmorsizeError(
-            f"Could not measure this machine's parallel costs ({error}). {detail.strip()[-500:]} "
-            f"Run `python -m amorsize_flows.execute.machine_costs` to see the full error."
+            f"Could not measure this machine's parallel costs ({error}). Run "
+            f"`python -m amorsize_flows.execute.machine_costs` to see the full error."
         ) from error
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import gil_probe
-from .meter import CHEAP_BATCH, CHEAP_CALL_SECONDS, MIN_RATIO_SECONDS, PICKLE_PROBES, Meter
+from .meter import CHEAP_BATCH, CHEAP_CALL_SECONDS, MIN_RATIO_SECONDS, Meter
+from .pickling import PICKLE_PROBES
 from .profile import INTERNAL_THREADS_RATIO, Batch, Profile
 
 __all__ = ["Parallelism", "Sample", "sample"]

@@ -1,16 +1,15 @@
 """The dry run's instrument: calls the function on items in the caller and keeps what each cost.
 
 Three things are measured apart, each by a small class: how long the calls took (alone, in
-batches of cheap calls, on the GIL probe's two threads), the CPU clock read once around each
-stretch of steady calls, and what the items and results cost to pickle. :class:`Meter` calls the
-function, feeds all three, and turns them into a :class:`~.profile.Profile`.
+batches of cheap calls, on the GIL probe's two threads: :class:`CallTimes`), the CPU clock read
+once around each stretch of steady calls (:class:`Stretches`), and what the items and results
+cost to pickle (``pickling.Pickling``). :class:`Meter` calls the function, feeds all three, and
+turns them into a :class:`~.profile.Profile`.
 """
 
 from __future__ import annotations
 
 import math
-import pickle
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,9 +20,10 @@ from ..probes.cpu_clocks import FunctionClock
 from ..probes.gc_pauses import CollectionTime
 from ..probes.procfs import resident_bytes, usable_cpus
 from . import gil_probe
+from .pickling import PICKLE_PROBES, Pickling
 from .profile import Profile
 
-__all__ = ["CHEAP_BATCH", "CHEAP_CALL_SECONDS", "MIN_RATIO_SECONDS", "PICKLE_PROBES", "Meter"]
+__all__ = ["CHEAP_BATCH", "CHEAP_CALL_SECONDS", "MIN_RATIO_SECONDS", "Meter"]
 
 # Calls cheaper than this are timed a batch at a time, each batch twice the last: clock readings
 # around each would cost more than the call. (docs/decisions.md#cheap-calls-in-batches)
@@ -38,13 +38,6 @@ MIN_RATIO_SECONDS = 1e-3
 # Nor can a process use more CPU per second than this many times the CPUs it may run on: beyond,
 # the ratio is the clock's artefact. (docs/decisions.md#cpu-ratio)
 CPU_CLOCK_SLACK = 1.25
-# Items and results pickled, as one list each, to price their transfer: sizes vary less than
-# durations, and a list prices a chunk, not a lone pickle's fixed cost. (docs/decisions.md#pickling)
-PICKLE_PROBES = 8
-# A pickling this quick is timed again and the faster kept: a process's first pickle pays
-# one-time costs. (docs/decisions.md#pickling)
-QUICK_PICKLE_SECONDS = 1e-3
-
 PairRun = tuple[int, int, float]  # a GIL probe pair's (first item's index, calls, seconds each)
 
 
@@ -74,7 +67,7 @@ class CallTimes:
     def add_batch(self, batch: TimedBatch) -> None:
         self.batches.append(batch)
         # Found once a batch, not at every reading of the mean and the ratio that use them.
-        typical = statistics.median(b.seconds / b.calls for b in self.batches)
+        typical = _median([b.seconds / b.calls for b in self.batches])
         kept = [b for b in self.batches if b.seconds / b.calls <= PAUSED_BATCH_FACTOR * typical]
         self._unpaused = kept or list(self.batches)
         self._batched_mean = sum(b.seconds for b in self._unpaused) / sum(
@@ -169,50 +162,6 @@ class Stretches:
             self.queued = self._queued_before + run_queue.queued_since(self._queued_mark, wall, cpu)
         self._cpu_before, self._wall_before, self._queued_before = self.cpu, self.wall, self.queued
         self._wall_mark = None
-
-
-class Pickling:
-    """Whether the function, items and results pickle, and what the first items and results
-    cost to pickle, as one list each (as a chunk travels)."""
-
-    def __init__(self, func: Callable[..., Any]) -> None:
-        self.function_bytes, self.not_picklable = _pickled_function_size(func)
-        self.bytes_in = self.bytes_out = self.seconds_in = self.seconds_out = 0.0  # per item
-        self._items: list[Any] = []
-        self._results: list[Any] = []
-        self._probing = True  # until measure() has pickled what was kept
-
-    def keep(self, items: list[Any], results: list[Any], up_to: int) -> None:
-        """Keep items and their results to pickle later, until ``up_to`` are kept."""
-        room = max(0, up_to - len(self._items)) if self._probing else 0
-        if room:
-            self._items += items[:room]
-            self._results += results[:room]
-
-    def measure(self, start_index: int) -> None:
-        """Sizes and pickling times per item; any pickling error rules processes out."""
-        self._probing = False
-        count = len(self._items)
-        if not count or self.not_picklable:
-            return
-        try:
-            size_in, seconds_in = _probe_pickle(self._items)
-            size_out, seconds_out = _probe_pickle(self._results)
-        except Exception:
-            self.not_picklable = self._first_unpicklable(start_index)
-            return
-        finally:
-            self._items, self._results = [], []
-        self.bytes_in, self.bytes_out = size_in / count, size_out / count
-        self.seconds_in, self.seconds_out = seconds_in / count, seconds_out / count
-
-    def _first_unpicklable(self, start_index: int) -> str:
-        for offset, pair in enumerate(zip(self._items, self._results, strict=True)):
-            try:
-                pickle.dumps(pair, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as error:
-                return f"item {start_index + offset} or its result does not pickle ({error})"
-        return "the items or their results do not pickle"
 
 
 class Meter:
@@ -368,32 +317,7 @@ class Meter:
         self.stretches.open(native_threads=not alone or alone[0] >= CHEAP_CALL_SECONDS)
 
 
-def _pickled_function_size(func: Callable[..., Any]) -> tuple[int, str]:
-    """The function's pickled size, or why it does not pickle. Plain pickle first: it gives
-    importable functions the same bytes as cloudpickle, which costs 20 ms to import."""
-    try:
-        return len(pickle.dumps(func, protocol=pickle.HIGHEST_PROTOCOL)), ""
-    except Exception:
-        pass
-    import cloudpickle  # lambdas and closures
-
-    try:
-        return len(cloudpickle.dumps(func)), ""
-    except Exception as error:
-        return 0, f"the function does not pickle, even with cloudpickle ({error})"
-
-
-def _probe_pickle(value: object) -> tuple[int, float]:
-    """Bytes of ``value`` pickled, and seconds to pickle and unpickle it (a quick one twice,
-    the faster kept: QUICK_PICKLE_SECONDS)."""
-    size, seconds = _time_pickle(value)
-    if seconds < QUICK_PICKLE_SECONDS:
-        seconds = min(seconds, _time_pickle(value)[1])
-    return size, seconds
-
-
-def _time_pickle(value: object) -> tuple[int, float]:
-    started = time.perf_counter()
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    pickle.loads(data)
-    return len(data), time.perf_counter() - started
+def _median(values: list[float]) -> float:
+    """The median: statistics.median costs a cheap map 4 ms of imports for these few lines."""
+    ordered, middle = sorted(values), len(values) // 2
+    return ordered[middle] if len(values) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

@@ -15,13 +15,12 @@ import functools
 import hashlib
 import json
 import logging
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..data.json_files import write_json
-from ..probes.processes import run_fresh_python
+from ..probes.processes import FreshPythonFailed, run_fresh_python
 from .calibration import cache_path
 from .identity import function_identity
 
@@ -66,9 +65,11 @@ def fresh_load_seconds(func: Callable[..., Any]) -> float | None:
 
 def _measure(function_bytes: bytes) -> float | None:
     try:
-        done = run_fresh_python(["-c", _PROBE], stdin=function_bytes, timeout=PROBE_TIMEOUT_SECONDS)
-        return float(done.stdout.decode().strip())
-    except (OSError, subprocess.SubprocessError, ValueError) as error:
+        printed = run_fresh_python(
+            ["-c", _PROBE], stdin=function_bytes, timeout=PROBE_TIMEOUT_SECONDS
+        )
+        return float(printed.strip())
+    except (FreshPythonFailed, ValueError) as error:
         log.warning("amorsize: could not load the function in a fresh interpreter (%s)", error)
         return None
 

@@ -3,17 +3,19 @@ measuring what a worker would pay."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
-__all__ = ["fork_is_safe", "is_daemonic", "run_fresh_python"]
+__all__ = ["FreshPythonFailed", "fork_is_safe", "is_daemonic", "run_fresh_python"]
 
-_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class FreshPythonFailed(Exception):
+    """Raised when a fresh interpreter could not start, failed, or ran out of time; the message
+    ends with what it printed on stderr."""
 
 
 def fork_is_safe() -> bool:
@@ -24,22 +26,35 @@ def fork_is_safe() -> bool:
 
 def is_daemonic() -> bool:
     """Whether this process is daemonic (a Celery or Dask worker's), where ``multiprocessing``
-    refuses to start children."""
-    return bool(multiprocessing.current_process().daemon)
+    refuses to start children. A process that multiprocessing started has imported it already:
+    one that has not is no child of it, and is spared the import."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    return multiprocessing is not None and bool(multiprocessing.current_process().daemon)
 
 
 def run_fresh_python(
     arguments: Sequence[str], *, stdin: bytes | None = None, timeout: float
-) -> subprocess.CompletedProcess[bytes]:
+) -> str:
     """Run ``python ARGUMENTS`` in a fresh interpreter that imports what this one does (this
-    package and ``sys.path``, as loky's workers see them); raise CalledProcessError on failure."""
+    package and ``sys.path``, as loky's workers see them), and return what it printed.
+
+    Raises:
+        FreshPythonFailed: it could not start, exited with an error, or outlived ``timeout``.
+    """
+    import subprocess  # only where a fresh interpreter is measured
+
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_PARENT, *sys.path]))
-    return subprocess.run(
-        [sys.executable, *arguments],
-        input=stdin,
-        capture_output=True,
-        env=env,
-        timeout=timeout,
-        check=True,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, *arguments],
+            input=stdin,
+            capture_output=True,
+            env=env,
+            timeout=timeout,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        stderr = (getattr(error, "stderr", b"") or b"").decode(errors="replace").strip()
+        raise FreshPythonFailed(f"{error} {stderr[-500:]}".strip()) from error
+    return done.stdout.decode()
