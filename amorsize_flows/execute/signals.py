@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 from collections.abc import Iterator
 
@@ -26,7 +25,12 @@ def signals_stop_the_map(needed: bool, cancel: threading.Event | None) -> Iterat
     load). So the handler also sets ``cancel``, which the runner polls; its MapCancelledError is
     then turned into what the signal would have raised.
     """
-    in_main = threading.current_thread() is threading.main_thread()
+    # Serial and thread maps leave no process behind: they skip even the signal module's import.
+    if not needed or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import signal
+
     replaced = {
         signum: handler
         for signum, handler in (
@@ -35,8 +39,7 @@ def signals_stop_the_map(needed: bool, cancel: threading.Event | None) -> Iterat
         )
         if signal.getsignal(signum) is handler
     }
-    # Serial and thread maps leave no process behind; and the first signal call costs ~6 ms.
-    if not needed or not in_main or not replaced:
+    if not replaced:
         yield
         return
     raised: list[BaseException] = []
