@@ -4,8 +4,10 @@ The bar (from the issue), checked on every shape:
 
 - ``execute <= 1.15 * best fixed + 0.020 s``: the dry run and the model cost little next to the
   best configuration a person could have fixed by hand with our runner;
-- ``execute <= 1.05 * best peer``: never worse than what a user would write without us (a plain
-  loop, ``multiprocessing.Pool().map``, ``ProcessPoolExecutor().map``, ``joblib.Parallel``);
+- ``execute <= 1.05 * best peer + 0.010 s``: never worse than what a user would write without us
+  (a plain loop, ``multiprocessing.Pool().map``, ``ProcessPoolExecutor().map``,
+  ``joblib.Parallel``); the 10 ms allowance is the house issue's decision
+  (docs/decisions.md#the-benchmark-bars);
 - ``|estimated - achieved| / achieved <= 25%``, where achieved = loop / execute, on shapes whose
   loop takes at least 0.5 s (below that, start-up noise dominates a ratio of two times);
 - ``loop / execute >= 1.8`` on the CPU-bound shape of 5 ms a call (``Shape.min_speedup``).
@@ -30,7 +32,7 @@ from .workloads import Shape
 __all__ = ["Runs", "Summary", "chart", "console", "markdown", "summarize"]
 
 FIXED_FACTOR, FIXED_SLACK_SECONDS = 1.15, 0.020
-PEER_FACTOR = 1.05
+PEER_FACTOR, PEER_SLACK_SECONDS = 1.05, 0.010
 ESTIMATE_TOLERANCE = 0.25
 ESTIMATE_MIN_LOOP_SECONDS = 0.5
 # The host's noise is read from the loop's runs once there are this many. Where the loop's upper
@@ -156,6 +158,11 @@ class Summary:
         return self._paired(self.best_peer, 1.0)
 
     @property
+    def peer_bar(self) -> Interval:
+        """execute / (PEER_FACTOR x best peer + PEER_SLACK_SECONDS), round by round."""
+        return self._paired(self.best_peer, PEER_FACTOR, PEER_SLACK_SECONDS)
+
+    @property
     def speedup_paired(self) -> Interval:
         """loop / execute, round by round: the speedup execute achieved."""
         execute, loop = self.runs.get(EXECUTE), self.runs.get(LOOP)
@@ -188,7 +195,7 @@ class Summary:
 
     @property
     def peer_ok(self) -> bool:
-        return self.peer_paired.median <= PEER_FACTOR
+        return self.peer_bar.median <= 1.0
 
     @property
     def estimate_ok(self) -> bool | None:
@@ -219,8 +226,9 @@ class Summary:
         if not self.peer_ok:
             peer = self.best_peer
             lines.append(
-                f"execute / best peer ({PEER_LABELS[peer]}), round by round: "
-                f"{_interval(self.peer_paired, PEER_FACTOR)}; medians {_s(self.execute)} and "
+                f"execute over ({PEER_FACTOR} x best peer ({PEER_LABELS[peer]}) + "
+                f"{PEER_SLACK_SECONDS * 1e3:.0f} ms), round by round: "
+                f"{_interval(self.peer_bar, 1.0)}; medians {_s(self.execute)} and "
                 f"{_s(self.median(peer))}"
             )
         if self.estimate_ok is False:
@@ -323,7 +331,7 @@ def summary_table(summaries: list[Summary]) -> list[str]:
             f"{_ratio(s.execute / s.median(s.best_peer))} ({s.best_peer})",
             s.peer_paired.text(),
             _paired_verdict(s.fixed_paired, 1.0),
-            _paired_verdict(s.peer_paired, PEER_FACTOR),
+            _paired_verdict(s.peer_bar, 1.0),
             _verdict(s.estimate_ok),
             s.speedup_verdict,
         ]
@@ -463,7 +471,8 @@ def markdown(
         "measured. Times are the median seconds of the map inside a fresh process (imports and "
         "building the items excluded). The bar: execute <= "
         f"{FIXED_FACTOR} x best fixed + {FIXED_SLACK_SECONDS * 1e3:.0f} ms; execute <= "
-        f"{PEER_FACTOR} x best peer (the fastest of the loop, Pool, ProcessPoolExecutor and joblib); "
+        f"{PEER_FACTOR} x best peer + {PEER_SLACK_SECONDS * 1e3:.0f} ms (the fastest of the loop, "
+        "Pool, ProcessPoolExecutor and joblib); "
         f"estimate within {ESTIMATE_TOLERANCE:.0%} of achieved where the loop takes >= "
         f"{ESTIMATE_MIN_LOOP_SECONDS} s; loop / execute >= the shape's least speedup where it "
         "sets one (1.8 on cpu). All but the estimate are judged round by round: the median of "
