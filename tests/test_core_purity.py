@@ -64,6 +64,33 @@ def test_a_process_worker_imports_the_runner_without_the_planner() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_the_public_names_load_no_library_a_map_may_not_need() -> None:
+    # Each of these costs milliseconds to import in every task process (docs/decisions.md#import-cost);
+    # they load where a map needs them: a stored plan read, a progress bar, processes started.
+    done = _run(
+        """
+        import amorsize_flows as amz
+        amz.execute, amz.Plan, amz.worker_limits
+        lazy = {"jsonschema", "tqdm", "loky", "cloudpickle", "psutil", "threadpoolctl",
+                "platformdirs", "statistics", "concurrent.futures", "subprocess"}
+        assert not lazy & set(sys.modules), lazy & set(sys.modules)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_cheap_serial_map_loads_no_executor() -> None:
+    done = _run(
+        """
+        import amorsize_flows as amz
+        assert amz.execute(abs, range(-20_000, 0)) == list(range(20_000, 0, -1))
+        executors = {"loky", "concurrent.futures", "tqdm", "jsonschema"}
+        assert not executors & set(sys.modules), executors & set(sys.modules)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_every_public_name_resolves() -> None:
     done = _run(
         """

@@ -62,7 +62,7 @@ class Options(PlanSettings):
             parse_memory(values["memory_limit"])  # "4G" is checked now, not when a map starts
         check_backend(values.get("backend"), optional=True)
         history = values.get("history")
-        # None first: asking an ABC about a type it has not seen costs 50 µs in a fresh process.
+        # None first: asking the Mapping ABC about a type it has not seen is slow in a fresh process.
         if history is not None and not isinstance(history, RunRecord):
             if not isinstance(history, Mapping):
                 raise TypeError(

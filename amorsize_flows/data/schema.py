@@ -127,7 +127,7 @@ def validate(data: object, schema: Mapping[str, Any], what: str) -> dict[str, An
             f"a stored {what} has schema_version {version!r}; this version of amorsize-flows "
             f"reads {SCHEMA_VERSION}. Delete the entry, or let the next run sample again."
         )
-    import jsonschema  # 40 ms to import: paid only where a stored entry is read
+    import jsonschema  # only where a stored entry is read (docs/decisions.md#import-cost)
 
     error = jsonschema.exceptions.best_match(
         jsonschema.Draft202012Validator(schema).iter_errors(data)

@@ -17,11 +17,11 @@ from .situation import Situation, max_threads
 
 __all__ = ["cannot_win", "fits_in_memory", "processes", "serial_seconds", "threads"]
 
-# Plan at most 80% of the memory that is left: the caller, the allocator's slack and the page
-# cache need the rest, and an OOM kill costs the whole stage.
+# Plan at most this share of the memory left: the caller, the allocator and the page cache need
+# the rest, and an OOM kill costs the whole stage. (docs/decisions.md#memory-headroom)
 MEMORY_HEADROOM = 0.8
-# The dry run sees only the first items; later ones may differ (inputs sorted by size are common),
-# so in the tail of the map calls are assumed to vary by at least this share of their mean.
+# The dry run sees only the first items: in the map's tail, calls are assumed to vary by at least
+# this share of their mean. (docs/decisions.md#the-tail-of-a-map)
 UNSEEN_VARIATION = 0.25
 
 
@@ -76,7 +76,7 @@ def _tail(profile: Profile, n_workers: int, chunksize: int) -> float:
 
 @functools.cache
 def _expected_max_of_normals(count: int) -> float:
-    from statistics import NormalDist  # statistics costs 4 ms to import: a cheap map never asks
+    from statistics import NormalDist  # a cheap map never asks (docs/decisions.md#import-cost)
 
     return NormalDist().inv_cdf((count - 0.375) / (count + 0.25))
 
@@ -117,24 +117,19 @@ def threads(situation: Situation, n_workers: int, chunksize: int) -> Candidate:
     calibration, cpus = situation.calibration, situation.limits.cpus
     assert calibration is not None
     per_item, cpu_per_item = _call_seconds(profile, cpus, n_workers)
-    # The share of a call that holds the GIL is serial: measured by the dry run's two-thread probe,
-    # else taken as all of its CPU time. Native code running threads of its own counts as serial
-    # too: OpenBLAS capped to one thread serializes concurrent calls behind a lock (measured:
-    # threads x2 gained 1.1x where processes gained 1.5x).
+    # The share of a call that holds the GIL is serial: the GIL probe's, else all its CPU time.
+    # Native code with threads of its own counts as serial too: a capped OpenBLAS serializes
+    # concurrent calls behind a lock.
     gil_share = profile.gil_share if profile.gil_share is not None else profile.cpu_ratio
-    # Each hand-off is Python code (the caller's loop, the executor's queue): it holds the GIL,
-    # and takes a CPU from the calls. (Left out, 2000 hashes of 64 KB, GIL-free, were planned on
-    # threads x3 in chunks of 1, predicted 0.041 s; they took 0.096, chunks of 236 took 0.050.)
+    # Each hand-off is Python code holding the GIL, and takes a CPU from the calls
+    # (docs/decisions.md#calibration).
     handoffs = math.ceil(n / chunksize) * calibration.thread_task_seconds
     gil_bound = n * per_item * min(1.0, gil_share) + handoffs
     cpu_bound = (n * cpu_per_item + handoffs) / cpus
     chunk_seconds = chunksize * per_item + calibration.thread_task_seconds
     busy = max(_makespan(situation, n_workers, chunksize, chunk_seconds), gil_bound, cpu_bound)
-    # Threads start one after another, and the first work while the last start: small chunks
-    # lose about half the ramp, and a chunk that the last thread takes ends no sooner than the
-    # ramp and the chunk. (Counted whole before any chunk, the ramp of 64 threads, 32 ms here,
-    # overstated 300 waits of 10 ms in chunks of 1 by 16 ms; one chunk of 5 per thread does pay
-    # all of it.)
+    # Threads start one after another while the first already work: small chunks lose about half
+    # the ramp, and the last thread's chunk ends no sooner than the ramp and the chunk.
     ramp = calibration.thread_start_seconds(n_workers)
     seconds = (
         _warmup_if_cold(situation)

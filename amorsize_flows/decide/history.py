@@ -16,14 +16,11 @@ from .situation import MIN_GAIN
 
 __all__ = ["min_gain", "observed_startup", "usable_history"]
 
-# A previous run's costs are trusted for items whose pickled size is within this factor of the
-# items it measured; beyond it, per-item costs have likely changed too, so the dry run runs again.
+# A record's costs are trusted for items whose pickled size is within this factor of those it
+# measured; beyond, per-item costs have likely changed too. (docs/decisions.md#records-as-evidence)
 HISTORY_SIZE_TOLERANCE = 4.0
-# A record of a serial run is one run's timing, and a host's speed varies from run to run: on a
-# 2-core VM the retraining flow's featurize_train ran at 1.4 to 2.9 ms a call from one run to the
-# next, and planned from a slow one, loky workers were estimated 1.12x and achieved 0.67x. From
-# such a record a parallel plan must be estimated this much faster (a record of workers that ran
-# is evidence of them, and needs no more than MIN_GAIN).
+# From a serial run's record, one run's timing on a host whose speed varies, a parallel plan must
+# be estimated this much faster. (docs/decisions.md#records-as-evidence)
 SWITCH_FROM_SERIAL_SPEEDUP = 1.5
 
 

@@ -2,15 +2,13 @@
 many in flight, and the model counts their memory against the limit.
 
 Results are yielded in order, and a chunk is submitted only as the oldest is collected: while one
-worker runs a slow chunk, the others have only the chunks already in flight to go on with. At
-least MIN_CHUNKS each (memory for large items); where the measured item sizes keep them within
-BYTES_PER_WORKER, up to MAX_CHUNKS. With 4, one call in ten at 20 ms in chunks of 2 left the other
-worker idle through most of each slow call: 0.99 s where Pool().map, submitting every chunk at
-once, took 0.87.
+worker runs a slow chunk, the others have only the chunks already in flight to go on with.
 """
 
 from __future__ import annotations
 
+# At least this many each; up to MAX_CHUNKS where the measured items and results of that many fit
+# in BYTES_PER_WORKER. (docs/decisions.md#chunks-in-flight)
 MIN_CHUNKS = 4
 MAX_CHUNKS = 64
 BYTES_PER_WORKER = 16 << 20

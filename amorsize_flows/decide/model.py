@@ -19,8 +19,8 @@ from .situation import FREE, Constraints, Situation, max_threads
 
 __all__ = ["choose", "duration_text"]
 
-# Chunks per worker a plan gets where they are cheap: variation by position (inputs sorted by
-# size) does not average out within a chunk, only across chunks. (docs/decisions.md#chunk-sizes)
+# Chunks per worker a plan gets where they are cheap: variation along the input averages out only
+# across chunks. (docs/decisions.md#chunk-sizes)
 MIN_CHUNKS_PER_WORKER = 4
 # ... bought when the model predicts them at most this much slower than the best chunk size.
 BALANCE_PREMIUM = 0.02

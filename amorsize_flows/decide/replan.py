@@ -25,24 +25,19 @@ __all__ = ["SerialReplanner"]
 
 log = logging.getLogger(__name__)
 
-# A serial plan is weighed again once its calls take this many times longer than the dry run
-# measured: the first items were not typical (a skewed input whose rare slow items the dry run
-# missed, an input sorted by size). Not less: over 300k cheap calls, batches of 100k ran 2.2
-# times slower per call than the dry run's few hundred, the result list outgrowing the caches.
+# A serial plan is weighed again once its calls take this many times what the dry run measured:
+# the first items were not typical. (docs/decisions.md#re-planning-a-serial-map)
 REPLAN_FACTOR = 4.0
 # ... and again each time they slow down this many times more (an input sorted by size).
 REPLAN_AGAIN = 2.0
 # A batch shorter than this cannot show work worth a pool (none starts that fast), and its clock
 # readings are mostly the batch's own bookkeeping.
 REPLAN_MIN_SECONDS = 1e-3
-# After a slow batch the alarm ended, the calls after it run until they took this many times
-# as long, and then tell whether slow calls are rare or the rule from here on (see __call__).
-# Once as long was not enough: two adjacent slow calls among quick ones (a test's) still read as a
-# step up in 4 runs of 8, the rest expected at 10 times the calls' mean; twice as long, in none
-# of 8 (1.5 to 2.1 times). After a real step up, one or two more slow calls run in the caller.
+# After a batch the alarm stopped, the calls after it run until they took this many times as
+# long: then they tell a rare slow call from a step up. (docs/decisions.md#re-planning-a-serial-map)
 CONFIRM_FACTOR = 2.0
-# Serial calls planned at least this long are each followed by a clock reading (0.1 µs), so that
-# a batch whose calls prove slow is weighed again at once instead of running on (Replanner.alarm).
+# Serial calls planned at least this long are each followed by a clock reading, so that a batch
+# whose calls prove slow is weighed at once instead of running on (Replanner.alarm).
 WATCHED_CALL_SECONDS = 1e-5
 
 
@@ -98,11 +93,8 @@ class SerialReplanner:
     def __call__(self, done: int, batch_items: int, batch_seconds: float) -> Plan | None:
         situation = self._situation
         if done == batch_items and not self._sampled:
-            # The process's first call, which a dry run would have timed apart: its warm-up
-            # (a model loaded lazily) says nothing of the rest. Planned from a record, the
-            # retraining flow's first feature took 6.9 ms against 1.5 planned, and the rest
-            # went to loky workers: 3.4 s where serial took 2.0. Alone in its batch it is all
-            # warm-up, however much longer than the record's it took.
+            # The process's first call, which a dry run would have timed apart: alone in its
+            # batch it is all warm-up (a model loaded lazily), and says nothing of the rest.
             if batch_items == 1:
                 return None
             batch_seconds = max(0.0, batch_seconds - situation.profile.warmup_seconds)
@@ -128,14 +120,8 @@ class SerialReplanner:
             return None
         self._threshold = REPLAN_AGAIN * seconds_per_item
         if self.alarm() is not None and not self._batches.rises_steadily():
-            # The alarm ends a batch as soon as its calls' mean passes the threshold, right after
-            # a slow call, so the mean of a slow batch is biased high: the rest may hold a few
-            # such calls (one in ten of 20 ms among calls of 0.1 ms, 2.1 ms a call on average,
-            # read as 14.3 ms and run in chunks of 2), or nothing else (a step up along the
-            # input). The calls after it tell which, once they took CONFIRM_FACTOR times as
-            # long: a few calls after a step, more after a rare slow call. (The one batch after
-            # it was weighed alone before: where that was the next slow call, the benchmark's
-            # items 5 and 6, the rest was planned at 42 ms a call and ran in chunks of 1.)
+            # The alarm ended the batch right after a slow call, so its mean reads high: the
+            # calls after it tell a few rare slow calls from a step up along the input.
             self._slow_batch_seconds = batch_seconds
             self._confirm_items, self._confirm_seconds = 0, 0.0
             return None

@@ -10,11 +10,11 @@ from ..measure.profile import Profile
 
 __all__ = ["FREE", "MIN_GAIN", "THREADS_PER_CPU", "Constraints", "Situation", "max_threads"]
 
-# A parallel plan must be predicted at least 10% faster than a plain loop: the model's errors on
-# short maps are of that order, and a loop never deadlocks, never pickles and never OOMs.
+# A parallel plan must be predicted this share faster than a plain loop: the model's errors are of
+# that order, and a loop never deadlocks, pickles or OOMs. (docs/decisions.md#minimum-gain)
 MIN_GAIN = 0.10
-# Threads per CPU at most, for work that mostly waits: past this, per-thread overhead and the
-# servers being waited on, not the CPUs, are the limit.
+# Threads per CPU at most, for calls that mostly wait: past this, per-thread overhead and the
+# servers waited on are the limit. (docs/decisions.md#threads-per-cpu)
 THREADS_PER_CPU = 32
 
 

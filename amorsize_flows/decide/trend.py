@@ -20,10 +20,8 @@ RISE_FACTOR = 1.5
 AGREEMENT_FACTOR = 1.5
 # Two points always lie on a line: the agreement test needs a third.
 MIN_BATCHES = 3
-# A trend raises the latest batch's cost at most this many times. Random costs still pass both
-# tests now and then (17 lognormal maps in 1000, sigma 1, batches of 3, 3 and 12), and their line
-# can overshoot 50 times; the plan's chunks shrink with the cost it expects, so an unbounded
-# guess costs more when wrong than it gains when right.
+# A trend raises the latest batch's cost at most this many times: random costs pass both tests
+# now and then, and their line can overshoot many times. (docs/decisions.md#trends)
 MAX_GROWTH = 8.0
 
 
@@ -82,7 +80,7 @@ def rises_steadily(batches: Sequence[Batch]) -> bool:
 
 def _line(batches: Sequence[Batch]) -> tuple[float, float]:
     """Least-squares slope and intercept of seconds per call against the batches' middles."""
-    import statistics  # only once serial batches rise: rare, and 4 ms to import
+    import statistics  # only once serial batches rise (docs/decisions.md#import-cost)
 
     fit = statistics.linear_regression(
         [batch.middle for batch in batches], [batch.seconds_per_item for batch in batches]

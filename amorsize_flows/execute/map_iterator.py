@@ -77,7 +77,7 @@ class MapIterator(Iterator[Any]):
     def record(self) -> RunRecord | None:
         """What the run really cost; None until the iterator is exhausted.
 
-        Built on first use (about 0.1 ms in a fresh process): a plain ``execute`` never asks.
+        Built on first use: a plain ``execute`` never asks.
         """
         if self._record is None and self._wall_seconds is not None:
             from ..measure.record import build_record  # execute() never asks for it

@@ -91,7 +91,7 @@ class ThreadWorkers(WorkerPool):
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-# The pool of each backend, imported when a plan first needs it (loky costs 50 ms to import).
+# The pool of each backend, imported when a plan first needs it (docs/decisions.md#import-cost).
 _POOLS = {"threads": ".pools:ThreadWorkers", "processes": ".process_pool:ProcessWorkers"}
 
 

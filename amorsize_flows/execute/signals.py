@@ -19,11 +19,10 @@ def signals_stop_the_map(needed: bool, cancel: threading.Event | None) -> Iterat
     process workers orphaned. Only default handlers are replaced: an orchestrator's own (Airflow,
     Prefect) stays in charge, and cancels the map through ``cancel`` or its own exception.
 
-    A handler raises where the caller happens to be, and some places swallow what is raised
-    there: logging's at-fork hook runs in the caller after each worker is forked, and a Ctrl-C
-    that landed in it was printed as ignored while the map ran on (1 time in 20 here, under
-    load). So the handler also sets ``cancel``, which the runner polls; its MapCancelledError is
-    then turned into what the signal would have raised.
+    A handler raises where the caller happens to be, and some places swallow it (logging's
+    at-fork hook): so the handler also sets ``cancel``, which the runner polls, and its
+    MapCancelledError is turned into what the signal would have raised
+    (docs/decisions.md#cancellation).
     """
     # Serial and thread maps leave no process behind: they skip even the signal module's import.
     if not needed or threading.current_thread() is not threading.main_thread():

@@ -28,12 +28,12 @@ log = logging.getLogger(__name__)
 Parallelism = tuple[int, int]  # (CPUs, threads) a map could use at most
 
 # The dry run may cost this share of the best time the map could take (its serial time over the
-# most parallelism it could get). (docs/decisions.md#the-dry-run-s-budget)
+# most parallelism it could get). (docs/decisions.md#dry-run-budget)
 SAMPLE_FRACTION = 0.02
 # Steady calls needed before that share may stop it: one sees the warm-up apart from the rest.
 MIN_STEADY_CALLS = 1
 # With this many calls and a standard error under STABLE_ERROR of the mean, more calls would not
-# change the plan. (docs/decisions.md#the-dry-run-s-budget)
+# change the plan. (docs/decisions.md#dry-run-budget)
 STABLE_CALLS = 10
 STABLE_ERROR = 0.05
 # Below this much sampling, timer noise and cache effects dominate a cheap function's mean.

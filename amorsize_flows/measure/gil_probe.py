@@ -32,48 +32,30 @@ __all__ = [
     "run_pair",
 ]
 
-# Calls this busy (CPU over wall) and this long get the two-thread GIL probe: below 0.5 they mostly
-# wait and overlap anyway; below 10 µs releasing and taking back the GIL costs about as much as
-# the call, and threads seldom win. (The bound was 100 µs: sha256 of 64 KB, 37 µs a call and
-# GIL-free, then ran serially in 76 ms where two threads took 44 ms.)
+# Calls this busy (CPU over wall) and this long are probed: below, they mostly wait, or the GIL's
+# hand-off costs about a call. (docs/decisions.md#the-gil-probe)
 GIL_PROBE_RATIO = 0.5
 GIL_PROBE_MIN_SECONDS = 1e-5
-# Each of the probe's two threads runs calls for about this long, a batch of them if they are
-# short: a thread's start and the GIL's first hand-off would blur a span of one short call.
+# Each of the two threads runs calls for about this long: one short call's span is blurred by a
+# thread's start.
 GIL_PROBE_SECONDS = 1e-3
-# The probe's two threads stop taking items once this many times the calls' expected serial time
-# has passed: on an input sorted by cost, a probe sized from the first calls ran 120 items in
-# 150 ms (for 17 µs calls) and left the serial plan no batch to notice the rise in.
+# The threads stop taking items at this many times the calls' expected time (an input sorted by
+# cost), and leave the rest to the serial plan. (docs/decisions.md#the-gil-probe)
 GIL_PROBE_DEADLINE = 2.0
-# The probe costs about one call of lost parallelism, so it runs only where threads could beat
-# processes: when pickling an item and its result costs this share of the call, or when processes
-# are impossible (a daemonic worker, a function that does not pickle).
+# The probe costs about a call of lost parallelism: it runs where threads could beat processes,
+# among them where pickling costs this share of a call.
 GIL_PROBE_PICKLE_SHARE = 0.1
-# Whether the probe can time its calls' CPU per thread: to the nanosecond on Linux and macOS,
-# in 15.6 ms ticks on Windows, longer than a probe.
+# Whether calls' CPU can be timed per thread: to the nanosecond on Linux and macOS, in 15.6 ms
+# ticks on Windows, longer than a probe.
 THREAD_CLOCK_PRECISE = time.get_clock_info("thread_time").resolution <= 1e-6
-# Below this share, calls overlapped. Where the thread clock is precise, a pair can read too
-# high, never too low: calls that take turns cannot end before their CPU time has passed, but
-# overlapping calls read as taking turns when other processes hold a CPU, or when a thread is
-# woken late. On this VM an idle vCPU took a millisecond or more to run a thread woken for the
-# GIL, a wait the kernel does not count as queued: 2 ms calls of GIL-free hashing read as taking
-# turns in 2 to 4 probes of 6 after forking maps, in some runs of the suite. Nor does the host's
-# steal of a vCPU show as queued. So one pair that overlapped settles it, and calls that took
-# turns must do so in GIL_HELD_PAIRS pairs with free CPUs; the lowest reading stands. (Two pairs
-# were not enough beside a host taking 0.3 to 0.8 s of CPU away in 4 s: GIL-free hashing read
-# as held in 2 and 5 probes of 6, failing a CI run; with four, 4 runs of 6 probes each passed
-# in the same hour.) A pair whose calls one thread ran all of counts as crowded: the other may
-# have started late (see run_pair). Calls that hold the GIL for less than the interpreter's
-# switch interval (5 ms) leave the other thread none too. Either way, calls that hold the GIL
-# are read from GIL_PROBE_MAX_PAIRS pairs: a few calls more in the caller, their results kept.
-# Where the clock is coarse (Windows), the calls' mean stands in for their CPU time and readings
-# err both ways: overlap must then be read twice, and the highest clear reading stands.
+# Below this share calls overlapped, and one such pair settles it (a pair can read too high, never
+# too low); taking turns must be read in GIL_HELD_PAIRS pairs with free CPUs, and the lowest
+# reading stands. With a coarse clock, overlap must be read twice and the highest clear reading
+# stands. (docs/decisions.md#the-gil-probe)
 GIL_RELEASED_SHARE = 0.5
 GIL_HELD_PAIRS = 4
-# A pair whose threads waited this share of their time for a CPU (runnable, none free: Linux's
-# schedstat) found the CPUs crowded, and is tried again, up to this many pairs in all: other
-# processes hold the CPUs. (Right after a map, Linux also ran both threads on one CPU; they are
-# now kept apart, see run_pair.) On a quiet host, pairs wait under 2% of their time.
+# A pair whose threads queued for a CPU this share of their time found the CPUs crowded, and is
+# tried again, up to GIL_PROBE_MAX_PAIRS pairs in all.
 GIL_PROBE_CROWDED_SHARE = 0.1
 GIL_PROBE_MAX_PAIRS = 4
 
@@ -99,12 +81,9 @@ def can_matter(
     processes_possible: bool,
     fork_possible: bool,
 ) -> bool:
-    """Whether knowing the GIL share of busy calls could change the plan (see GIL_PROBE_*
-    above): where processes are impossible, or costly next to threads, by the pickling of each
-    call or by the fresh interpreters they would have to start. Those take a tenth of a second
-    and the function's imports before their first call: in Prefect's threaded engine, 1.2 to
-    1.75 s for a function importing scikit-learn, whose SVC fits release the GIL and ran 1.66x
-    faster on two threads than serially."""
+    """Whether knowing the GIL share of busy calls could change the plan: where processes are
+    impossible, or costly next to threads, by the pickling of each call or by the fresh
+    interpreters they would start (docs/decisions.md#the-gil-probe)."""
     if cpu_ratio < GIL_PROBE_RATIO or seconds_per_call < GIL_PROBE_MIN_SECONDS:
         return False
     if not processes_possible or not picklable or not fork_possible:

@@ -318,6 +318,6 @@ class Meter:
 
 
 def _median(values: list[float]) -> float:
-    """The median: statistics.median costs a cheap map 4 ms of imports for these few lines."""
+    """The median, without the import of statistics a cheap map would pay (docs/decisions.md#import-cost)."""
     ordered, middle = sorted(values), len(values) // 2
     return ordered[middle] if len(values) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

@@ -64,7 +64,8 @@ class Pickling:
 
 def _pickled_function_size(func: Callable[..., Any]) -> tuple[int, str]:
     """The function's pickled size, or why it does not pickle. Plain pickle first: it gives
-    importable functions the same bytes as cloudpickle, which costs 20 ms to import."""
+    importable functions the same bytes as cloudpickle, which is slow to import
+    (docs/decisions.md#pickling)."""
     try:
         return len(pickle.dumps(func, protocol=pickle.HIGHEST_PROTOCOL)), ""
     except Exception:

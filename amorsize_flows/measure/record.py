@@ -17,19 +17,11 @@ def _serial_cost_per_call(
 ) -> tuple[float, float]:
     """Wall and CPU seconds of a call in this map, as a serial run would pay them.
 
-    A thread's chunks are timed on the wall clock, which runs on while the thread waits for a CPU
-    or for the GIL the other threads hold: the retraining flow's cv_score, on 3 threads of 2 CPUs,
-    read 0.39 s a call where a serial run took 0.19, and its record planned the next run on more
-    threads still. A thread's own CPU clock stops meanwhile; divided by the share of a call's
-    wall time the dry run saw on the CPU, it is the call's cost on its own CPU (0.21 to 0.28 s
-    there: calls side by side still slow each other). Only for busy calls: calls that mostly wait
-    leave the CPUs to the other threads, and their few microseconds of CPU, scaled up by a small
-    share, would be noise. Nor for calls that run threads of their own (BLAS), whose CPU the
-    calling thread's clock does not see.
-
-    Elsewhere, as in the dry run, the CPU seconds count the calls' waits for a CPU (run_queue):
-    on a busy node a serial run's calls would otherwise read as waiting, and the next run from
-    this record would plan threads that have no CPU to run on.
+    A busy call on a thread is priced from the thread's CPU clock over the dry run's CPU ratio,
+    not the wall clock, which runs on while the thread waits for a CPU or the GIL; not for calls
+    that mostly wait (their CPU is noise) nor for calls with threads of their own (BLAS), which
+    the calling thread's clock does not see. Elsewhere, as in the dry run, waits for a CPU count
+    as CPU time (docs/decisions.md#records-as-evidence).
     """
     per_item = stats.compute_seconds / stats.items
     if (

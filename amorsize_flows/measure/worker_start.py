@@ -6,7 +6,7 @@ once per function and machine, by unpickling the function in a fresh interpreter
 Forked workers never pay it (they inherit the caller's modules), so it is measured only when a
 plan would start fresh interpreters. What it measures is the code's: arguments bound to the
 function (a ``functools.partial`` over the night's features) change from run to run, and are not
-measured again each time (1.5 s a night for the retraining flow's ``train_member``).
+measured again each time (docs/decisions.md#fresh-interpreters-must-pay-for-themselves).
 """
 
 from __future__ import annotations

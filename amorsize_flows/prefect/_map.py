@@ -12,7 +12,7 @@ from prefect import Task
 from prefect.context import TaskRunContext
 from prefect.states import Cancelled, State
 
-from ..api import imap
+from ..api import MapIterator, imap
 from ..data.errors import MapCancelledError
 from ..report.tables import plan_table
 from . import _history
@@ -142,6 +142,12 @@ def _run_map(
             return Cancelled(message=f"amorsize map of {task_name} cancelled: {watcher.reason}")
         finally:
             progress.finish(completed)
+    _publish(task_name, iterator, variable, logger)
+    return results
+
+
+def _publish(task_name: str, iterator: MapIterator, variable: str | None, logger: Any) -> None:
+    """The plan that ran and what it cost: an artifact, the Variable for the next run, a line."""
     record = iterator.record
     assert record is not None  # set once the iterator is exhausted
     plan = iterator.plan  # the plan that ran: a serial one may have been re-planned mid-map
@@ -158,7 +164,6 @@ def _run_map(
         plan.estimated_speedup,
         artifact_key(task_name),
     )
-    return results
 
 
 def _evidence(previous: object, source: str, variable: str | None) -> str:

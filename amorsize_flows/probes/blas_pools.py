@@ -1,11 +1,9 @@
 """The caller's BLAS/OpenMP thread pools: capped while a map shares the CPUs, and their spin
 waited out before a dry run measures anything.
 
-OpenBLAS threads busy-wait for more work once a product is done, 80 to 90 ms of CPU here: after
-the caller's own numpy work, and after every forking map in a caller that loaded numpy (restoring
-the cap re-creates the pool's threads). A dry run in that window counted their CPU as the
-function's: pure Python read as "2.0 CPUs' worth of threads of its own" in 12 runs of 12 after a
-400x400 product, and after forking maps it was planned serially, or on threads.
+OpenBLAS threads busy-wait for more work once a product is done: after the caller's own numpy
+work, and after every forking map in a caller that loaded numpy. A dry run in that window would
+count their CPU as the function's (docs/decisions.md#blas-pools).
 """
 
 from __future__ import annotations
@@ -20,10 +18,8 @@ from .procfs import read_bytes
 
 __all__ = ["capped", "native_thread_files", "native_thread_ids", "settle"]
 
-# Polled this often while pool threads spin, and for at most this long: several times the spin
-# measured. A native thread still on a CPU by then is not spinning down but working for good (a
-# library's own worker): the process never waits for that thread again, but still for others,
-# such as the threads OpenBLAS re-creates when a forking map restores its cap.
+# Polled this often while pool threads spin, for at most this long (several times the spin); a
+# thread still on a CPU then works for good, and is never waited for again. (docs/decisions.md#blas-pools)
 SETTLE_POLL_SECONDS = 0.005
 SETTLE_MAX_SECONDS = 0.5
 
@@ -33,7 +29,7 @@ _busy_for_good: set[str] = set()  # native ids
 @contextlib.contextmanager
 def capped(inner_threads: int) -> Iterator[None]:
     """Cap the caller's BLAS/OpenMP pools to ``inner_threads`` each, then restore them."""
-    from threadpoolctl import threadpool_limits  # 15 ms to import: only where pools are capped
+    from threadpoolctl import threadpool_limits  # only where pools are capped (import cost)
 
     limiter = threadpool_limits(inner_threads)
     try:

@@ -22,19 +22,14 @@ _CPUCLOCK_THREAD_SCHED = 6
 class FunctionClock:
     """CPU seconds of the calling thread and of the process's native threads (the BLAS and
     OpenMP pools a call may keep busy), without the other Python threads: an orchestrator's
-    engine and API server run there, and their CPU is not the function's (in Prefect's test
-    harness, a pure-Python call read as 1.7 CPUs' worth of threads of its own).
+    engine runs there, and its CPU is not the function's.
 
-    Linux adds another running thread's CPU time to the process clock (and to /proc) only at a
-    scheduler tick or when that thread is switched out: over 1.2 ms windows of 220x220 products
-    on two OpenBLAS threads, the process clock read 1.0 CPU in 20 windows of 30, and up to 4.5
-    when a tick paid in time from before the window. A thread's own CPU clock is brought up to
-    date when read (_thread_seconds): read so, 2.0 in 28 of 30. Where the caller is Python's
-    only thread, the clock is the process's, read right after each native thread's own clock,
-    which brings the process's sum up to date too (and keeps the time of threads that ended);
-    where it is not, the caller's thread clock plus each native thread's, listed anew at every
-    reading (one born in between counts whole, one that ended takes its time with it). The
-    whole process's where Linux's /proc/self/task is not there to list its threads.
+    Linux adds another running thread's CPU to the process clock only at a scheduler tick, but
+    brings a thread's own clock up to date when it is read (docs/decisions.md#cpu-ratio). Where
+    the caller is Python's only thread, the clock is the process's, read right after each native
+    thread's own clock (which keeps the time of threads that ended); elsewhere, the caller's
+    thread clock plus each native thread's, listed anew at every reading. The whole process's
+    where Linux's /proc/self/task is not there to list threads.
     """
 
     def __init__(self) -> None:

@@ -1,6 +1,6 @@
 """Small reads of Linux's /proc: one system call each, no file objects.
 
-The planner reads a dozen of these before every map; a system call costs microseconds on a VM,
+The planner reads a dozen of these before a parallel map; a system call costs microseconds,
 and the kernel hands out a file of a few lines whole in the first read.
 """
 

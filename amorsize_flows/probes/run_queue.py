@@ -2,9 +2,8 @@
 
 A call's wall time beyond its CPU time is not all waiting on I/O. On a busy node (other tasks
 of the same Airflow worker, the host's other tenants), part of it is time in the run queue, and
-threads cannot overlap that: there is no free CPU to run another call on meanwhile. Counted as a
-wait, it planned threads for pure-Python calls on one CPU (a test, with two busy processes
-beside it: "55% of it waiting" read for calls that never wait).
+threads cannot overlap that: there is no free CPU to run another call on meanwhile
+(docs/decisions.md#cpu-ratio).
 
 On a virtual machine the host also takes the CPU away from a running thread (steal time), and no
 run queue of the guest shows it. A thread that waits blocks in the kernel, which counts it (a
@@ -31,7 +30,7 @@ _RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
 
 
 class _Reader:
-    """The schedstat file of one thread, kept open: read again, it costs 1.4 µs, opened anew 9."""
+    """The schedstat file of one thread, kept open: a read again costs a sixth of one anew."""
 
     def __init__(self) -> None:
         self.thread = threading.get_native_id()
@@ -93,8 +92,7 @@ def mark() -> Mark:
 def queued_since(start: Mark, wall_seconds: float, cpu_seconds: float) -> float:
     """Seconds of the ``wall_seconds`` since ``start`` that the calling thread was ready to run
     without running: its waits for a CPU, or, where it never blocked meanwhile, all the wall
-    time beyond ``cpu_seconds``: the host's steal, which no run queue shows (in a CI run here,
-    2 ms calls of pure Python read 16% waiting beyond their waits for a CPU)."""
+    time beyond ``cpu_seconds``: the host's steal, which no run queue shows."""
     blocks_now = blocks()  # before the schedstat read, which may block on the GIL
     queued = queued_seconds() - start.queued
     if start.blocks is not None and blocks_now == start.blocks:
