@@ -1,14 +1,14 @@
 """The public entry points: ``optimize``, ``execute``, ``run`` and ``imap``.
 
 Each checks its arguments, prepares the map (``decide.prepare``: a stored plan, a previous run's
-record, or a dry run, and the model) and runs it (``execute.map_iterator``)::
+record, or a dry run, and the model) and runs it (``execution.map_iterator``)::
 
     execute(func, items)
-      -> measure.limits      the CPUs and bytes this process may really use
-      -> measure.dry_run     a few items run here; their results are kept
-      -> decide.model        the cheapest candidate, with an honest estimated speedup
-      -> execute.runner      the rest of the items; results in input order
-      -> measure.record      what the run really cost: the next run's evidence
+      -> measure.limits       the CPUs and bytes this process may really use
+      -> measure.dry_run      a few items run here; their results are kept
+      -> decide.model         the cheapest candidate, with an honest estimated speedup
+      -> execution.runner     the rest of the items; results in input order
+      -> measure.record       what the run really cost: the next run's evidence
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 from .data.options import Options, check_callable, check_items
 from .data.plan import Plan, RunRecord
 from .decide.prepare import prepare
-from .execute.map_iterator import MapIterator, MapRun
-from .execute.progress import Progress
+from .execution.map_iterator import MapIterator, MapRun
+from .execution.progress import Progress
 
 __all__ = ["MapIterator", "MapRun", "execute", "imap", "optimize", "run"]
 

@@ -12,9 +12,9 @@ allows it 5% more than that loop. This splits the gap in two:
 
 Both run in fresh processes, a shuffled order per round, judged round by round (``paired``). The
 loop's cost is also measured in one process, the ways alternating for many rounds (thread CPU
-time), which cancels the drift between fresh processes: the runner's loop (``execute.runner.run_plan``
+time), which cancels the drift between fresh processes: the runner's loop (``execution.runner.run_plan``
 alone) against the comprehension, and the obvious alternative, a comprehension per serial batch
-(the sizes ``execute.serial.run_serial`` uses while re-planning may still switch), joined into one list.
+(the sizes ``execution.serial.run_serial`` uses while re-planning may still switch), joined into one list.
 
 Run: ``python -m benchmarks.serial_floor [--rounds 30]`` (about a minute); writes
 ``benchmarks/results/serial_floor.md``.
@@ -53,7 +53,7 @@ def run_one(way: str, shape_name: str) -> Any:
 
     serial = Plan.fixed("serial")
     if way == IN_PROCESS:
-        from amorsize_flows.execute.runner import run_plan
+        from amorsize_flows.execution.runner import run_plan
 
         # How many items the dry run takes, for the batches a comprehension per batch would join.
         sampled = run(func, items).plan.profile["sampled_items"]
@@ -112,7 +112,7 @@ def _joined_batches(func: Callable[[Any], Any], items: list[Any], sampled: int) 
     """The results as comprehensions of the serial runner's batches would build them, joined
     into one list: the dry run's ``sampled``, batches growing SERIAL_BATCH_GROWTH times while
     the next is under a quarter of the rest (while re-planning may still switch), the rest."""
-    from amorsize_flows.execute.serial import SERIAL_BATCH_GROWTH as GROWTH
+    from amorsize_flows.execution.serial import SERIAL_BATCH_GROWTH as GROWTH
 
     rest = iter(items)
     results = [func(item) for item in itertools.islice(rest, sampled)]

@@ -56,7 +56,7 @@ def test_a_process_worker_imports_the_runner_without_the_planner() -> None:
     # jsonschema and tqdm would cost each one about 0.1 s before its first item.
     done = _run(
         """
-        import amorsize_flows.execute.worker_process
+        import amorsize_flows.execution.worker_process
         heavy = {"amorsize_flows.api", "amorsize_flows.decide.model", "jsonschema", "tqdm"}
         assert not heavy & set(sys.modules), heavy & set(sys.modules)
         """
@@ -86,6 +86,21 @@ def test_a_cheap_serial_map_loads_no_executor() -> None:
         assert amz.execute(abs, range(-20_000, 0)) == list(range(20_000, 0, -1))
         executors = {"loky", "concurrent.futures", "tqdm", "jsonschema"}
         assert not executors & set(sys.modules), executors & set(sys.modules)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_public_name_is_never_shadowed_by_a_subpackage() -> None:
+    # ``run`` loads the layers below it, among them the ``execution`` subpackage: the function
+    # ``execute`` must stay what ``amz.execute`` names, whichever name is asked for first.
+    done = _run(
+        """
+        import amorsize_flows as amz
+        assert amz.run(abs, [-1]).results == [1]
+        for name in amz.__all__:
+            assert not isinstance(getattr(amz, name), type(amz)), name
+        assert amz.execute(abs, [-2]) == [2]
         """
     )
     assert done.returncode == 0, done.stderr

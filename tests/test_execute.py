@@ -26,7 +26,7 @@ import amorsize_flows as amz
 import amorsize_flows.decide.prepare as amz_prepare
 import amorsize_flows.report.tables as amz_report
 import tests.workloads as workloads
-from amorsize_flows.execute.runner import run_plan
+from amorsize_flows.execution.runner import run_plan
 from amorsize_flows.measure.calibration import get_calibration
 from amorsize_flows.probes import blas_pools
 from tests.markers import SCHEDULING
@@ -912,7 +912,7 @@ CAPPED_BLAS_SCRIPT = textwrap.dedent(
     import numpy as np
     from threadpoolctl import threadpool_info
     import amorsize_flows as amz
-    from amorsize_flows.execute.runner import run_plan
+    from amorsize_flows.execution.runner import run_plan
     from tests.workloads import blas_after_a_product
     np.ones((200, 200)) @ np.ones((200, 200))  # the caller's pool has started its threads
     before = [pool["num_threads"] for pool in threadpool_info()]

@@ -10,10 +10,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "amorsize_flows"
 # Lowest first. A module of a layer may import its own layer and those listed before it.
-LAYERS = ("data", "probes", "measure", "decide", "execute", "report", "", "integrations")
+LAYERS = ("data", "probes", "measure", "decide", "execution", "report", "", "integrations")
 INTEGRATIONS = ("airflow", "prefect", "examples")
 # What runs workers: the model must reach none of it, however indirectly.
-EXECUTORS = ("loky", "concurrent.futures", "multiprocessing.pool", "amorsize_flows.execute")
+EXECUTORS = ("loky", "concurrent.futures", "multiprocessing.pool", "amorsize_flows.execution")
 MAX_MODULE_LINES = 400
 
 

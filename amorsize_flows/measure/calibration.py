@@ -1,7 +1,7 @@
 """The machine's own costs of parallelism, measured once and cached as JSON.
 
 No constant stands in for a measurement: what it costs here to start a worker, to hand it a task
-and to move bytes through its pipe is measured (by ``execute.machine_costs``, through the runner
+and to move bytes through its pipe is measured (by ``execution.machine_costs``, through the runner
 the plans use) in a fresh, single-threaded interpreter, so that fork is safe to try and nothing of
 the caller's state skews it; cached in the user's cache directory, and measured again when the
 machine, Python or the executor library changes.
@@ -153,13 +153,13 @@ def get_calibration() -> Calibration:
 def _measure_in_subprocess() -> Calibration:
     try:
         printed = run_fresh_python(
-            ["-m", "amorsize_flows.execute.machine_costs"], timeout=CALIBRATION_TIMEOUT_SECONDS
+            ["-m", "amorsize_flows.execution.machine_costs"], timeout=CALIBRATION_TIMEOUT_SECONDS
         )
         return Calibration.from_dict(json.loads(printed))
     except (FreshPythonFailed, ValueError, TypeError, KeyError) as error:
         raise AmorsizeError(
             f"Could not measure this machine's parallel costs ({error}). Run "
-            f"`python -m amorsize_flows.execute.machine_costs` to see the full error."
+            f"`python -m amorsize_flows.execution.machine_costs` to see the full error."
         ) from error
 
 

@@ -1,5 +1,5 @@
 """The measurements behind :class:`~amorsize_flows.measure.calibration.Calibration`, through the
-runner the plans use: ``python -m amorsize_flows.execute.machine_costs`` prints them as JSON.
+runner the plans use: ``python -m amorsize_flows.execution.machine_costs`` prints them as JSON.
 
 Run in a fresh, single-threaded interpreter (``calibration.get_calibration`` starts one), so that
 fork is safe to try and nothing of a caller's state skews the numbers.
