@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from . import core_report
 from .core_report import Runs
+from .preload import preload_amorsize
 from .workloads import SHAPES, Shape, same_checksum
 
 __all__ = ["Config", "fixed_grid", "main"]
@@ -213,8 +214,10 @@ def _mapper(config: Config) -> Mapper:
             None,
         )
 
-    # Named imports: the package loads its modules on first use, which must happen here.
+    # The package loads its modules and libraries on first use, which must happen here.
     from amorsize_flows import Plan, execute, run
+
+    preload_amorsize()
 
     if config.kind == EXECUTE:
 

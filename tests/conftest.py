@@ -17,6 +17,8 @@ from tests.host import stolen_seconds
 # Set before amorsize_flows is imported anywhere: the calibration cache is read lazily, but a
 # test session must neither read nor write the developer's own cache.
 os.environ.setdefault("AMORSIZE_CACHE_DIR", tempfile.mkdtemp(prefix="amorsize-test-cache-"))
+# Nor share the node's worker slots with maps outside it (a benchmark, another session's tests).
+os.environ.setdefault("AMORSIZE_RUNTIME_DIR", tempfile.mkdtemp(prefix="amorsize-test-slots-"))
 
 # The orchestrators keep threads of their own for the whole session (Prefect's API client and
 # event loop, Airflow's log handlers): their suites are not held to this.

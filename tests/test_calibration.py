@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -39,3 +43,24 @@ def test_corrupt_cache_is_measured_again(
     assert calibration.process_task_seconds > 0
     assert "unreadable calibration cache" in caplog.text
     assert json.loads(path.read_text())["process_task_seconds"] > 0
+
+
+def test_processes_started_together_on_a_new_node_measure_it_once(tmp_path: Path) -> None:
+    # Side by side, each measurement would slow the others'; one measures, the rest read it.
+    code = textwrap.dedent(
+        """
+        import logging, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+        from amorsize_flows.measure.calibration import get_calibration
+        print(get_calibration().fingerprint)
+        """
+    )
+    env = dict(os.environ, **{calibrate.CACHE_DIR_ENV: str(tmp_path)})
+    started = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(3)
+    ]
+    printed = [process.communicate(timeout=240)[0] for process in started]
+    assert all(process.returncode == 0 for process in started), printed
+    assert sum("Calibrated this machine" in text for text in printed) == 1, printed
+    assert len({text.splitlines()[-1] for text in printed}) == 1

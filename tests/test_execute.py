@@ -613,18 +613,47 @@ def test_stored_plan_skips_the_dry_run_and_respects_limits(tmp_path: Path) -> No
 
 def _execute_in_daemon(queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     run = amz.run(square, range(50), plan=amz.Plan.fixed("processes", 2, 5))
-    queue.put((run.plan.backend, run.results))
+    queue.put((run.plan.backend, run.results, amz.worker_limits().daemonic))
 
 
-def test_daemonic_process_falls_back_to_threads() -> None:
+def test_a_daemonic_process_maps_on_processes() -> None:
+    # As a Celery or Dask worker's process is: multiprocessing refuses it children.
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_execute_in_daemon, args=(queue,), daemon=True)
     child.start()
-    backend, results = queue.get(timeout=60)
+    backend, results, daemonic = queue.get(timeout=60)
     child.join()
-    assert backend == "threads"
+    assert (backend, daemonic) == ("processes", True)
     assert results == [x * x for x in range(50)]
+
+
+def _map_forever_in_daemon(queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    def report(done: int, total: int | None) -> None:
+        if done >= 4:
+            queue.put(sorted(child.pid for child in psutil.Process().children()))
+
+    amz.run(sleepy, [0.2] * 10_000, plan=amz.Plan.fixed("processes", 2, 1), progress=report)
+
+
+def test_sigkill_of_a_daemonic_process_leaves_no_worker() -> None:
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_map_forever_in_daemon, args=(queue,), daemon=True)
+    child.start()
+    workers = queue.get(timeout=60)
+    assert len(workers) >= 2, workers
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(psutil.pid_exists(pid) for pid in workers):
+        time.sleep(0.05)
+    alive = [
+        pid
+        for pid in workers
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert not alive, f"workers outlived the killed process: {alive}"
 
 
 @pytest.mark.parametrize("backend", ["threads", "processes"])

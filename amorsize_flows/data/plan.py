@@ -151,6 +151,8 @@ class RunRecord:
         seconds_per_item: mean seconds of one call of the function, measured where it ran.
         serial_seconds_estimate: what a plain loop would have taken, from the measured costs.
         achieved_speedup: ``serial_seconds_estimate / wall_seconds``.
+        peak_memory_bytes: the most memory a chunk took in a worker process beyond what the
+            worker held before it (0 where no worker process ran, or none could be read).
         profile: the function's costs corrected by this run's measurements.
     """
 
@@ -172,6 +174,7 @@ class RunRecord:
     cpu_seconds_per_item: float = 0.0
     serial_seconds_estimate: float = 0.0
     estimated_speedup: float = 1.0
+    peak_memory_bytes: int = 0
     limits: Mapping[str, Any] = field(default_factory=dict)
     profile: Mapping[str, Any] = field(default_factory=dict)
     finished_at: str = field(default_factory=_now)

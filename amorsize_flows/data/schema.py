@@ -110,6 +110,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         "serial_seconds_estimate": _seconds,
         "achieved_speedup": {"type": "number", "minimum": 0},
         "estimated_speedup": {"type": "number", "minimum": 0},
+        "peak_memory_bytes": _count,
         "limits": _numbers,
         "profile": _numbers,
         "finished_at": _text,

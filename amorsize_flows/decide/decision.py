@@ -102,12 +102,12 @@ def fresh_worker_startup(
 
 def fit_to_limits(plan: Plan, limits: WorkerLimits) -> Plan:
     """A stored plan may come from a bigger node: never exceed this worker's limits."""
-    if plan.backend == "processes" and limits.daemonic:
-        log.warning(
-            "amorsize: processes cannot start in a daemonic process; running threads instead"
-        )
+    if plan.backend == "processes" and limits.in_pool_worker:
+        log.warning("amorsize: no process pool can start in another map's worker; using threads")
         return plan.with_changes(
-            backend="threads", start_method=None, reason=plan.reason + " Threads: daemonic process."
+            backend="threads",
+            start_method=None,
+            reason=f"{plan.reason} Threads: inside another map's worker process.",
         )
     if plan.backend == "processes" and plan.n_jobs > limits.cpus:
         log.warning(

@@ -95,9 +95,9 @@ def _allowed_backends(situation: Situation, constraints: Constraints, notes: lis
     if constraints.backend is not None:
         allowed &= {constraints.backend}
     if "processes" in allowed:
-        if situation.limits.daemonic:
+        if situation.limits.in_pool_worker:
             allowed.discard("processes")
-            notes.append("processes cannot start inside a daemonic process (a Celery worker)")
+            notes.append("inside another map's worker process no process pool can start")
         elif not situation.profile.picklable:
             allowed.discard("processes")
             notes.append(f"processes are out: {situation.profile.not_picklable_reason}")
@@ -205,6 +205,11 @@ def _reason(situation: Situation, chosen: Candidate, notes: list[str]) -> str:
         head = (
             f"{_describe(chosen).capitalize()}: {cost} over {count}; "
             f"{limits.cpus} CPUs from {limits.cpus_source}"
+        )
+    if chosen.backend == "processes" and limits.daemonic:
+        notes.append(
+            "in a daemonic process (a Celery or Dask worker) the workers start all the same, and "
+            "are killed on every way out and with it"
         )
     tail = "; ".join(notes)
     return f"{head}{'; ' + tail if tail else ''}."

@@ -71,7 +71,7 @@ class _Request:
 
     @property
     def processes_possible(self) -> bool:
-        return not self.limits.daemonic and self.limits.cpus > 1
+        return self.limits.cpus > 1 and not self.limits.in_pool_worker
 
     def free(self, situation: Situation) -> Situation | None:
         """``situation``, where the model was free to choose in it."""

@@ -12,8 +12,8 @@ from ..probes import run_queue
 
 __all__ = ["Outcome", "run_chunk"]
 
-# ("ok", results, wall, cpu, queued for a CPU) or ("error", item index, error, traceback text):
-# plain tuples, which pickle cheaply back from a process.
+# ("ok", results, wall, cpu, queued for a CPU, peak bytes) or ("error", item index, error,
+# traceback text): plain tuples, which pickle cheaply back from a process.
 Outcome = tuple[Any, ...]
 
 
@@ -38,4 +38,4 @@ def run_chunk(
         except Exception as error:
             return ("error", first + offset, error, "")
     wall, cpu = time.perf_counter() - started, clock() - cpu_before
-    return ("ok", results, wall, cpu, run_queue.queued_since(mark, wall, cpu))
+    return ("ok", results, wall, cpu, run_queue.queued_since(mark, wall, cpu), 0)

@@ -13,16 +13,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..data.plan import Plan, RunRecord
-from ..decide.decision import decide_within
+from ..decide.decision import decide, read_limits
 from ..decide.prepare import Prepared
 from ..decide.replan import SerialReplanner
 from ..decide.situation import FREE, Situation
 from ..measure.profile import Profile
 from ..measure.run_stats import RunStats
+from .lease import WorkerLease, slots_needed
 from .progress import Progress, progress_reporter
 from .runner import Replanner, run_plan
 from .signals import signals_stop_the_map
@@ -49,8 +50,8 @@ class MapRun:
 
 
 class MapIterator(Iterator[Any]):
-    """Results in input order, computed lazily; ``plan`` now (replaced if a serial plan is
-    re-planned), ``record`` once exhausted."""
+    """Results in input order, computed lazily; ``plan`` now (replaced where the node's worker
+    slots allowed fewer workers, or a serial plan is re-planned), ``record`` once exhausted."""
 
     def __init__(
         self,
@@ -105,17 +106,43 @@ class MapIterator(Iterator[Any]):
         """Stop the map now; workers are killed, pending items are dropped."""
         self._chunks.close()
 
-    def _replanner(self, stack: contextlib.ExitStack) -> Replanner | None:
+    def _within_lease(self, lease: WorkerLease) -> None:
+        """Take the node's worker slots the plan needs, and plan again within fewer."""
+        plan, prepared = self.plan, self._prepared
+        granted = lease.grant(plan)
+        if granted is None or granted >= slots_needed(plan):
+            return
+        granted = max(1, granted)  # none free, inside another map: its caller's own CPU
+        if prepared.situation is not None:  # the model chose: it chooses again within them
+            limits = lease.limit(prepared.situation.limits, granted)
+            prepared.situation = replace(prepared.situation, limits=limits)
+            plan = decide(self._func, prepared.situation, FREE, _identity(plan), plan.source)
+        elif plan.backend != "serial":
+            plan = plan.with_changes(n_jobs=granted)
+        if lease.waited_seconds:
+            plan = plan.with_changes(
+                reason=f"{plan.reason} Waited {lease.waited_seconds:.1f} s for a worker slot."
+            )
+        lease.keep(slots_needed(plan))
+        log.info(
+            "amorsize: %s: within the node's free worker slots: %s", plan.function, plan.reason
+        )
+        self.plan = plan
+
+    def _replanner(self, stack: contextlib.ExitStack, lease: WorkerLease) -> Replanner | None:
         """For a serial plan the model chose, the :class:`SerialReplanner` that may switch it."""
         prepared = self._prepared
         if self.plan.backend != "serial" or prepared.situation is None or prepared.n_items is None:
             return None
-        identity = (self.plan.function, self.plan.function_digest)
+        identity = _identity(self.plan)
 
-        def decide(later: Situation) -> Plan:
-            return decide_within(self._func, later, FREE, identity, prepared.options)[1]
+        def decide_later(later: Situation) -> Plan:
+            if later.limits.upper_bound:  # a parallel plan is made under every limit
+                later = replace(later, limits=read_limits(prepared.options))
+            return decide(self._func, lease.within(later), FREE, identity)
 
         def adopt(plan: Plan) -> None:
+            lease.keep(slots_needed(plan))
             stack.enter_context(signals_stop_the_map(plan.backend == "processes", self._cancel))
             self.plan = plan
 
@@ -125,7 +152,7 @@ class MapIterator(Iterator[Any]):
             prepared.sampled,
             self._stats,
             self._started,
-            decide,
+            decide_later,
             adopt,
         )
 
@@ -133,6 +160,8 @@ class MapIterator(Iterator[Any]):
         prepared = self._prepared
         done = self._sampled
         with contextlib.ExitStack() as stack:
+            lease = stack.enter_context(WorkerLease(self._cancel))
+            self._within_lease(lease)
             on_chunk = stack.enter_context(
                 progress_reporter(self._progress, prepared.n_items, done)
             )
@@ -157,7 +186,7 @@ class MapIterator(Iterator[Any]):
                 on_chunk=on_chunk,
                 cpus=prepared.limits.cpus,
                 into=dry_results,
-                replan=self._replanner(stack),
+                replan=self._replanner(stack, lease),
                 cap_loaded_pools=_may_run_own_threads(prepared.profile),
             )
         self._wall_seconds = time.perf_counter() - self._started
@@ -172,6 +201,10 @@ class MapIterator(Iterator[Any]):
                 record.achieved_speedup,
                 self.plan.estimated_speedup,
             )
+
+
+def _identity(plan: Plan) -> tuple[str, str]:
+    return plan.function, plan.function_digest
 
 
 def _may_run_own_threads(profile: Profile | None) -> bool:

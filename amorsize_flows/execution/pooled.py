@@ -50,8 +50,8 @@ def run_pooled(
                     pending.append((first, len(chunk), pool.submit(first, chunk)))
             while pending:
                 first, size, future = pending.popleft()
-                results, compute, cpu, queued = _collect(pool, future, first, size, settings.cancel)
-                stats.add_chunk(size, compute, cpu, queued)
+                results, *measured = _collect(pool, future, first, size, settings.cancel)
+                stats.add_chunk(size, *measured)
                 if on_chunk is not None:
                     on_chunk(size)
                 for first_next, chunk in itertools.islice(chunks, 1):
@@ -89,8 +89,9 @@ def _collect(
     first: int,
     size: int,
     cancel: threading.Event | None,
-) -> tuple[list[Any], float, float, float]:
-    """A chunk's results and its (wall, CPU, queued) seconds, or its item's error raised."""
+) -> tuple[list[Any], float, float, float, int]:
+    """A chunk's results, its (wall, CPU, queued) seconds and peak bytes, or its item's error
+    raised."""
     while not future.done():
         if cancel is not None and cancel.is_set():
             raise MapCancelledError(f"the map was cancelled while items {first}.. were running")
@@ -103,5 +104,5 @@ def _collect(
         if remote_traceback:
             raised.add_note(f"Traceback in the worker:\n{remote_traceback}")
         raise raised
-    _, results, compute, cpu, queued = outcome
-    return results, compute, cpu, queued
+    _, results, compute, cpu, queued, peak = outcome
+    return results, compute, cpu, queued, peak

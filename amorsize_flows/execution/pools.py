@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..probes import blas_pools
 from .chunks import run_chunk
+from .nesting import in_a_map
 
 if TYPE_CHECKING:
     from ..data.plan import Plan
@@ -76,7 +77,7 @@ class ThreadWorkers(WorkerPool):
         self._cap = plan.n_jobs > 1 and settings.cap_loaded_pools
 
     def submit(self, first: int, chunk: list[Any]) -> Future[Any]:
-        return self._executor.submit(run_chunk, self._func, first, chunk, self._cancel)
+        return self._executor.submit(_run_chunk_in_a_map, self._func, first, chunk, self._cancel)
 
     def running(self) -> contextlib.AbstractContextManager[Any]:
         return blas_pools.capped(self._inner_threads) if self._cap else contextlib.nullcontext()
@@ -89,6 +90,13 @@ class ThreadWorkers(WorkerPool):
             future.cancel()
         self._cancel.set()
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_chunk_in_a_map(
+    func: Callable[[Any], Any], first: int, chunk: list[Any], cancel: threading.Event
+) -> tuple[Any, ...]:
+    with in_a_map():  # a map its calls start must not wait for this map's slots
+        return run_chunk(func, first, chunk, cancel)
 
 
 # The pool of each backend, imported when a plan first needs it (docs/decisions.md#import-cost).

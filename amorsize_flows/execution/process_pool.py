@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import multiprocessing
 import threading
 import warnings
 from collections.abc import Iterator
@@ -62,7 +63,10 @@ class ProcessWorkers(WorkerPool):
         return self._executor.submit(run_chunk_in_worker, first, chunk)
 
     def starting(self) -> contextlib.AbstractContextManager[Any]:
-        return _heap_frozen()
+        stack = contextlib.ExitStack()
+        stack.enter_context(_heap_frozen())
+        stack.enter_context(_children_allowed())
+        return stack
 
     def running(self) -> contextlib.AbstractContextManager[Any]:
         if self._forks:
@@ -104,6 +108,26 @@ def _start_method(plan: Plan) -> str:
         )
         start_method = "loky"
     return start_method
+
+
+@contextlib.contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Let a daemonic process (a Celery or Dask worker) start the pool's workers.
+
+    ``multiprocessing`` refuses children to a daemonic process so that none outlives a parent
+    that will not wait for it; these never do: the pool is shut down or its workers killed on
+    every way out of the map, and each worker dies with its parent (``PR_SET_PDEATHSIG``).
+    (docs/decisions.md#processes-in-daemonic-workers)
+    """
+    config = multiprocessing.current_process()._config  # where the refusal looks
+    if not config.get("daemon"):
+        yield
+        return
+    config["daemon"] = False
+    try:
+        yield
+    finally:
+        config["daemon"] = True
 
 
 @contextlib.contextmanager

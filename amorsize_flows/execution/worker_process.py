@@ -18,6 +18,8 @@ from typing import Any
 
 import cloudpickle
 
+from ..measure.peak_memory import PeakMemory
+from ..probes.processes import mark_pool_worker
 from .chunks import Outcome, run_chunk
 
 __all__ = ["init_worker", "run_chunk_in_worker"]
@@ -43,6 +45,7 @@ def init_worker(function_bytes: bytes, inner_threads: int, cap_loaded_pools: boo
     # Ctrl-C reaches the whole process group; the caller handles it and then kills the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
+    mark_pool_worker()  # a map its calls start plans no processes, and waits for no slot
     # Pools loaded from now on size themselves from the environment (set for every start method:
     # a forked worker would keep the caller's); those already loaded are capped where asked.
     os.environ.update({name: str(inner_threads) for name in THREAD_ENV_VARS})
@@ -64,10 +67,14 @@ def _die_with_parent() -> None:
 
 
 def run_chunk_in_worker(first: int, chunk: list[Any]) -> Outcome:
-    """Run a chunk with the function the initializer loaded; an error travels back with its
-    traceback as text, and as a RuntimeError where it would not pickle."""
+    """Run a chunk with the function the initializer loaded, and report its peak memory (the
+    process's own: a worker runs one chunk at a time); an error travels back with its traceback
+    as text, and as a RuntimeError where it would not pickle."""
     assert _worker_function is not None, "the worker initializer did not run"
+    peak = PeakMemory()
+    peak.start()
     outcome = run_chunk(_worker_function, first, chunk)
+    peak.stop()
     if outcome[0] == "error":
         _, index, error, _ = outcome
         remote = "".join(traceback.format_exception(error))
@@ -76,4 +83,4 @@ def run_chunk_in_worker(first: int, chunk: list[Any]) -> Outcome:
         except Exception:
             error = RuntimeError(f"{type(error).__qualname__}: {error}")
         return ("error", index, error, remote)
-    return outcome
+    return (*outcome[:-1], peak.bytes)

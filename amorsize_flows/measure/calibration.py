@@ -22,6 +22,7 @@ from typing import Any
 
 from ..data.errors import AmorsizeError
 from ..data.json_files import write_json
+from ..probes.lock_files import exclusive
 from ..probes.processes import FreshPythonFailed, run_fresh_python
 
 __all__ = ["CACHE_DIR_ENV", "Calibration", "cache_path", "fingerprint", "get_calibration"]
@@ -127,14 +128,31 @@ def cache_path() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _cached(path: Path) -> Calibration:
+    calibration = _read(path)
+    if calibration is not None:
+        return calibration
+    # Maps started together on a new node would measure side by side, each slowing the others'
+    # measurement: one measures, the others wait and read what it wrote.
+    with exclusive(os.fspath(path.with_suffix(".lock"))):
+        calibration = _read(path)
+        if calibration is not None:
+            return calibration
+        return _measure_and_store(path)
+
+
+def _read(path: Path) -> Calibration | None:
     try:
         return Calibration.from_dict(json.loads(path.read_bytes()))
     except FileNotFoundError:
-        pass
+        return None
     except (OSError, ValueError, TypeError, KeyError, IndexError) as error:
         log.warning(
             "Ignoring the unreadable calibration cache %s (%s); measuring again.", path, error
         )
+        return None
+
+
+def _measure_and_store(path: Path) -> Calibration:
     calibration = _measure_in_subprocess()
     write_json(path, calibration.to_dict(), indent=2)  # a concurrent reader sees old or new
     log.info("Calibrated this machine in a subprocess; cached at %s", path)

@@ -116,7 +116,7 @@ def sample(
         items: a sequence, or any iterable (consumed lazily and chained back into ``rest``).
         sample_size: steady-state calls to make after the first; adaptive when None.
         parallelism: (CPUs, threads) the map could use at most; bounds the dry run's share.
-        processes_possible: False inside a daemonic process, where only threads can help.
+        processes_possible: False where only threads can help (a single CPU).
         fork_possible: False where processes would start as fresh interpreters (the caller runs
             threads, and a fork could deadlock): threads then have far less to beat.
         memory_bytes: the memory the map may use; bounds the items read ahead of an iterator.

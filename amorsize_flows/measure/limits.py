@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 
 from ..data.checks import check_positive_int, parse_memory
 from ..probes.cgroups import Cgroups
-from ..probes.processes import is_daemonic
+from ..probes.processes import in_pool_worker, is_daemonic
 from ..probes.procfs import read_text, resident_bytes, usable_cpus
 
 __all__ = ["MAX_WORKERS_ENV", "MEMORY_LIMIT_ENV", "WorkerLimits", "detect", "worker_limits"]
@@ -41,7 +41,10 @@ class WorkerLimits:
         cpu_quota: the CPU quota in CPUs when a cgroup sets one (may be fractional), else None.
         memory_bytes: bytes that may still be allocated before a limit is hit.
         memory_source: the source that set ``memory_bytes``.
-        daemonic: True inside a daemonic process (Celery workers), where no child process may start.
+        daemonic: True inside a daemonic process (Celery and Dask workers), where
+            ``multiprocessing`` refuses to start children; the runner starts its workers anyway.
+        in_pool_worker: True inside a worker process of another map's pool, where no process
+            pool can start (loky's nesting limit).
         upper_bound: True when only the cheap sources were read (``detect(upper_bound=True)``):
             the real limits may be lower.
     """
@@ -52,6 +55,7 @@ class WorkerLimits:
     memory_source: str
     cpu_quota: float | None = None
     daemonic: bool = False
+    in_pool_worker: bool = False
     upper_bound: bool = False
 
     def to_dict(self) -> dict[str, object]:
@@ -138,6 +142,7 @@ def detect(
         memory_source=memory_source,
         cpu_quota=None if quota is None else quota[0],
         daemonic=is_daemonic(),
+        in_pool_worker=in_pool_worker(),
         upper_bound=upper_bound,
     )
 

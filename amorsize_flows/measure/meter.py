@@ -9,9 +9,10 @@ turns them into a :class:`~.profile.Profile`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from ..probes.cpu_clocks import FunctionClock
 from ..probes.gc_pauses import CollectionTime
 from ..probes.procfs import resident_bytes, usable_cpus
 from . import gil_probe
+from .peak_memory import PEAK_MIN_SECONDS, PEAK_WATCHED_CALLS, PeakMemory
 from .pickling import PICKLE_PROBES, Pickling
 from .profile import Profile
 
@@ -145,14 +147,24 @@ class Stretches:
     def read(self) -> None:
         """Bring :attr:`cpu` and :attr:`wall` up to now."""
         assert self._wall_mark is not None
-        # Reading the clock releases the GIL, which another of the caller's Python threads may
-        # then keep: that wait is ours, not the function's. (docs/decisions.md#cpu-ratio)
-        read_from, read_cpu_from = time.perf_counter(), time.thread_time()
-        cpu = self._clock.seconds()
-        read_until = time.perf_counter()
-        self._stalled += max(0.0, read_until - read_from - (time.thread_time() - read_cpu_from))
+        with self.not_the_calls():
+            cpu = self._clock.seconds()
+            read_until = time.perf_counter()
         self.cpu = self._cpu_before + cpu
         self.wall = self._wall_before + read_until - self._wall_mark - self._stalled
+
+    @contextlib.contextmanager
+    def not_the_calls(self) -> Iterator[None]:
+        """Around the dry run's own reads of /proc, which release the GIL: another of the
+        caller's Python threads may then keep it, and that wait is not the function's
+        (docs/decisions.md#cpu-ratio)."""
+        started, cpu_started = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            waited = time.perf_counter() - started - (time.thread_time() - cpu_started)
+            if self._wall_mark is not None:
+                self._stalled += max(0.0, waited)
 
     def close(self) -> None:
         """End the open stretch, counting its waits for a CPU (read once a stretch: the read
@@ -178,6 +190,7 @@ class Meter:
         self.gil_readings: list[gil_probe.Reading] = []  # of each pair
         # Entered while calls are timed, which leave its pauses out (see gc_pauses).
         self.collections = CollectionTime()
+        self.peaks = PeakMemory()  # of calls timed alone, where the one before was not quick
         self.usable_cpus = usable_cpus()  # read once: the ratio is asked after every call
         self.started = time.perf_counter()
         self.memory_before = self.memory_after_first = resident_bytes()
@@ -221,6 +234,12 @@ class Meter:
         steady = self.calls > 0 and not single_thread
         if steady:
             self._open_stretch()
+        watched = not self.times.alone or (
+            self.times.alone[-1] >= PEAK_MIN_SECONDS and self.peaks.watched <= PEAK_WATCHED_CALLS
+        )
+        if watched:
+            with self.stretches.not_the_calls():
+                self.peaks.start()
         started, collected = time.perf_counter(), self.collections.seconds
         try:
             result = self.func(item)
@@ -228,6 +247,9 @@ class Meter:
             error.add_note(f"amorsize: raised by item {index} during the dry run")
             raise
         seconds = time.perf_counter() - started - (self.collections.seconds - collected)
+        if watched:
+            with self.stretches.not_the_calls():
+                self.peaks.stop()
         (self.times.single_thread if single_thread else self.times.alone).append(seconds)
         if steady:
             self.stretches.read()
@@ -303,7 +325,9 @@ class Meter:
             pickle_seconds_out=pickling.seconds_out,
             function_bytes=pickling.function_bytes,
             warm_memory_bytes=max(0, self.memory_after_first - self.memory_before),
-            item_memory_bytes=int(max(growth / max(1, self.calls - 1), pickling.bytes_out)),
+            item_memory_bytes=int(
+                max(growth / max(1, self.calls - 1), pickling.bytes_out, self.peaks.bytes)
+            ),
             sampled_items=self.calls,
             sample_seconds=self.elapsed,
             picklable=not pickling.not_picklable,

@@ -34,7 +34,8 @@ class Profile:
         pickle_seconds_in, pickle_seconds_out: seconds to pickle and unpickle one of each.
         function_bytes: the pickled size of the function (cloudpickle).
         warm_memory_bytes: memory the first call kept (a loaded model, caches).
-        item_memory_bytes: memory one call needs, at least its result's size.
+        item_memory_bytes: memory one call needs: its peak while it runs where that was
+            measured, and at least what it keeps and its result's size.
         sampled_items: calls made; sample_seconds: wall seconds of the whole dry run.
         picklable: whether the function, inputs and results can go to another process.
         not_picklable_reason: why not, when they cannot.

@@ -62,7 +62,13 @@ def build_record(
     else:
         serial = (profile.warmup_seconds if profile else 0.0) + n_items * per_item
     corrected = (
-        replace(profile, seconds_per_item=per_item, cpu_seconds_per_item=cpu_per_item).to_dict()
+        replace(
+            profile,
+            seconds_per_item=per_item,
+            cpu_seconds_per_item=cpu_per_item,
+            # The workers' peaks teach the next run what a call needs: a chunk's is an upper bound.
+            item_memory_bytes=max(profile.item_memory_bytes, stats.peak_chunk_bytes),
+        ).to_dict()
         if profile is not None
         else {}
     )
@@ -85,6 +91,7 @@ def build_record(
         serial_seconds_estimate=serial,
         achieved_speedup=serial / wall if wall > 0 else 0.0,
         estimated_speedup=plan.estimated_speedup,
+        peak_memory_bytes=stats.peak_chunk_bytes,
         limits=limits.to_dict(),
         profile=corrected,
     )

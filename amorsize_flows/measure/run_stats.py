@@ -19,6 +19,7 @@ class RunStats:
     cpu_seconds: float = 0.0
     queued_seconds: float = 0.0  # of compute_seconds: ready to run, not running (run_queue)
     startup_seconds: float = 0.0
+    peak_chunk_bytes: int = 0  # the most a worker process's chunk took beyond its memory before
     started_at: float = field(default_factory=time.perf_counter)
     finished_at: float = 0.0
     _workers_started_at: float | None = None
@@ -31,7 +32,12 @@ class RunStats:
         self._first_result = True
 
     def add_chunk(
-        self, n_items: int, compute_seconds: float, cpu_seconds: float, queued_seconds: float
+        self,
+        n_items: int,
+        compute_seconds: float,
+        cpu_seconds: float,
+        queued_seconds: float,
+        peak_bytes: int = 0,
     ) -> None:
         if self._first_result:
             self._first_result = False
@@ -41,6 +47,7 @@ class RunStats:
         self.compute_seconds += compute_seconds
         self.cpu_seconds += cpu_seconds
         self.queued_seconds += queued_seconds
+        self.peak_chunk_bytes = max(self.peak_chunk_bytes, peak_bytes)
 
     @property
     def cpu_ratio(self) -> float:

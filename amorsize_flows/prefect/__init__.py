@@ -6,7 +6,8 @@
 ...     return extract_features(image)
 
 Each run publishes its plan and what it cost as the table artifact ``amorsize-<task-name>`` and keeps
-its record in the Prefect Variable ``amorsize-<task-name>``, where the next run starts from.
+its record in a Prefect Variable named by the flow, the deployment and the task
+(``amorsize-<flow>-<task>``), where the next run starts from.
 """
 
 from __future__ import annotations

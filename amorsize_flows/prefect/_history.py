@@ -1,6 +1,7 @@
 """The last good run of each amorsize task, kept in a Prefect Variable for the next scheduled run.
 
-The Variable ``amorsize-<task-name>`` holds plain JSON: the run record (it carries the function's
+The Variable ``amorsize-<flow>-<task>`` (``amorsize-<flow>-<deployment>-<task>`` in a deployment's
+runs) holds plain JSON: the run record (it carries the function's
 costs corrected by the run, which is what the next run's plan starts from) and a short summary of
 the plan for a person reading it in the UI. Prefect caps a Variable's value at 5,000 characters:
 what the next run does not read is trimmed, and an entry that would still not fit is not stored.
@@ -10,6 +11,7 @@ nothing from a store is trusted before it is validated, and nothing is ever unpi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -34,6 +36,8 @@ __all__ = [
 
 # The layout of the Variable's value; an entry of another format is ignored and replaced.
 ENTRY_FORMAT = 1
+# Characters of a digest that stands for the end of a name too long for a Variable.
+DIGEST_CHARS = 12
 # Tagged so that a person can list every amorsize entry in the UI's Variables page.
 TAGS = ["amorsize"]
 # The plan fields worth reading in the UI; the next run re-plans from the record's profile.
@@ -42,9 +46,17 @@ _PLAN_SUMMARY = ("backend", "n_jobs", "chunksize", "start_method", "estimated_sp
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
-def variable_name(task_name: str) -> str:
-    """The Variable that keeps a task's last good run: ``amorsize-<task-name>``."""
-    return KEY_PREFIX + slug(task_name)
+def variable_name(task_name: str, flow_name: str = "", deployment: str = "") -> str:
+    """The Variable that keeps a task's last good run, named by its flow, the flow run's
+    deployment (where there is one) and the task: two flows, or two deployments of one, with a
+    task of the same name keep a record each. Long names keep their start and a digest, within
+    Prefect's limit on a Variable's name."""
+    parts = [slug(part) for part in (flow_name, deployment, task_name) if part]
+    name = KEY_PREFIX + "-".join(parts)
+    if len(name) <= MAX_VARIABLE_NAME_LENGTH:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:DIGEST_CHARS]
+    return f"{name[: MAX_VARIABLE_NAME_LENGTH - DIGEST_CHARS - 1]}-{digest}"
 
 
 def check_variable_name(name: object) -> str:

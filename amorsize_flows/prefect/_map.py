@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from prefect import Task
-from prefect.context import TaskRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import Cancelled, State
 
 from ..api import MapIterator, imap
@@ -108,7 +108,7 @@ def _run_map(
     flow_run_id = context.task_run.flow_run_id if context is not None else None
     logger = run_logger()
     func = functools.partial(item_fn, **kwargs) if kwargs else item_fn
-    variable = options.variable(task_name)
+    variable = options.variable(task_name, *_flow_and_deployment())
     previous = _history.load(variable, logger) if variable else None
     progress = ProgressReporter(task_name, logger)
     completed = False
@@ -164,6 +164,15 @@ def _publish(task_name: str, iterator: MapIterator, variable: str | None, logger
         plan.estimated_speedup,
         artifact_key(task_name),
     )
+
+
+def _flow_and_deployment() -> tuple[str, str]:
+    """The running flow's name and its run's deployment id, where they are known."""
+    context = FlowRunContext.get()
+    if context is None or context.flow is None:
+        return "", ""
+    deployment = getattr(context.flow_run, "deployment_id", None) if context.flow_run else None
+    return context.flow.name, str(deployment or "")
 
 
 def _evidence(previous: object, source: str, variable: str | None) -> str:

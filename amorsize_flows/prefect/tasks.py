@@ -55,7 +55,8 @@ class MapOptions(PlanSettings):
     Attributes:
         max_workers, memory_limit, sample_size, backend, n_jobs, chunksize: passed to
             :func:`amorsize_flows.run`; see there.
-        history: True keeps the last good run in the Prefect Variable ``amorsize-<task-name>`` and
+        history: True keeps the last good run in a Prefect Variable named by the flow, the
+            deployment (where there is one) and the task (``amorsize-<flow>-<task>``) and
             starts the next run from it; a string names another Variable; False keeps nothing.
         progress: True always publishes a progress artifact, False never, None (the default) only
             for maps predicted to take at least a few seconds.
@@ -77,11 +78,13 @@ class MapOptions(PlanSettings):
             name: getattr(self, name) for name in PLAN_SETTINGS if getattr(self, name) is not None
         }
 
-    def variable(self, task_name: str) -> str | None:
+    def variable(self, task_name: str, flow_name: str = "", deployment: str = "") -> str | None:
         """The Variable that keeps the last good run of the task, or None when not kept."""
         if self.history is False:
             return None
-        return _history.variable_name(task_name) if self.history is True else self.history
+        if self.history is True:
+            return _history.variable_name(task_name, flow_name, deployment)
+        return self.history
 
 
 _OPTION_NAMES = frozenset(f.name for f in fields(MapOptions))

@@ -8,7 +8,14 @@ import sys
 import threading
 from collections.abc import Sequence
 
-__all__ = ["FreshPythonFailed", "fork_is_safe", "is_daemonic", "run_fresh_python"]
+__all__ = [
+    "FreshPythonFailed",
+    "fork_is_safe",
+    "in_pool_worker",
+    "is_daemonic",
+    "mark_pool_worker",
+    "run_fresh_python",
+]
 
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -16,6 +23,21 @@ _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspat
 class FreshPythonFailed(Exception):
     """Raised when a fresh interpreter could not start, failed, or ran out of time; the message
     ends with what it printed on stderr."""
+
+
+_in_pool_worker = False
+
+
+def mark_pool_worker() -> None:
+    """This process is a worker of a map's process pool (set by the worker's initializer)."""
+    global _in_pool_worker
+    _in_pool_worker = True
+
+
+def in_pool_worker() -> bool:
+    """Whether this process is a worker of a map's process pool, where loky starts no pool of
+    its own (its nesting limit)."""
+    return _in_pool_worker
 
 
 def fork_is_safe() -> bool:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["current_cpu", "read_bytes", "read_text", "resident_bytes", "usable_cpus"]
+__all__ = [
+    "current_cpu",
+    "peak_resident_bytes",
+    "read_bytes",
+    "read_text",
+    "reset_peak_resident",
+    "resident_bytes",
+    "usable_cpus",
+]
 
 # The files read here are a few lines; /proc/self/cgroup is one line per controller.
 MAX_FILE_BYTES = 1 << 16
@@ -53,6 +61,33 @@ def resident_bytes() -> int:
 
         return int(psutil.Process().memory_info().rss)
     return int(statm.split()[1]) * _PAGE_BYTES
+
+
+def reset_peak_resident() -> bool:
+    """Set this process's peak resident memory (VmHWM) back to what it holds now, so that the
+    next :func:`peak_resident_bytes` is the peak since: Linux's ``/proc/self/clear_refs`` "5".
+    False where the kernel does not allow it."""
+    try:
+        descriptor = os.open("/proc/self/clear_refs", os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        os.write(descriptor, b"5")
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+
+
+def peak_resident_bytes() -> int | None:
+    """This process's peak resident memory (VmHWM of /proc/self/status), or None."""
+    status = read_bytes("/proc/self/status", 4096)
+    start = -1 if status is None else status.find(b"VmHWM:")
+    if status is None or start < 0:
+        return None
+    fields = status[start : status.find(b"\n", start)].split()
+    return int(fields[1]) << 10 if len(fields) == 3 and fields[1].isdigit() else None
 
 
 def current_cpu() -> int | None:

@@ -26,6 +26,8 @@ def plan_rows(plan: Plan, record: RunRecord | None = None) -> list[tuple[str, st
             ("wall time", f"{record.wall_seconds:.3f} s (dry run {record.sample_seconds:.3f} s)"),
             ("seconds per item", f"{record.seconds_per_item:.6f}"),
         ]
+        if record.peak_memory_bytes:
+            rows.append(("peak memory", f"{_mib(record.peak_memory_bytes)} a chunk, in a worker"))
     if plan.limits:
         limits = plan.limits
         text = (
@@ -66,6 +68,10 @@ def _source(source: str) -> str:
         "stored": "a stored plan",
         "fixed": "settings chosen by hand",
     }.get(source, source)
+
+
+def _mib(value: float) -> str:
+    return f"{value / (1 << 20):.1f} MiB"
 
 
 def _gib(value: object) -> str:

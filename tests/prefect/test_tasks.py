@@ -15,8 +15,9 @@ from prefect import flow
 from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
 from prefect.states import Cancelling
+from prefect.variables import Variable
 
-from amorsize_flows.prefect import amorsize_task
+from amorsize_flows.prefect import amorsize_task, variable_name
 from amorsize_flows.prefect.artifacts import artifact_key
 from tests.prefect import stage_functions as stages
 
@@ -113,6 +114,27 @@ def test_second_run_starts_from_the_stored_record(prefect_api: str) -> None:
     assert _table(artifact_key("spin-history"))["source"] == "sampled"
     assert twice() == list(range(40))
     assert _table(artifact_key("spin-history"))["source"] == "history"
+
+
+def test_two_flows_with_a_task_of_the_same_name_keep_a_record_each(prefect_api: str) -> None:
+    spin = amorsize_task(stages.spin).with_options(name="spin-shared")
+
+    @flow(name="first-flow")
+    def first() -> list[int]:
+        return spin(list(range(20)), seconds=0.002)
+
+    @flow(name="second-flow")
+    def second() -> list[int]:
+        return spin(list(range(30)), seconds=0.002)
+
+    first()
+    second()
+    kept = {
+        name: Variable.get(variable_name("spin-shared", name))
+        for name in ("first-flow", "second-flow")
+    }
+    assert kept["first-flow"]["record"]["n_items"] == 20, kept
+    assert kept["second-flow"]["record"]["n_items"] == 30, kept
 
 
 def test_example_flow_succeeds(

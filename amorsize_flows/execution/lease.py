@@ -1,0 +1,147 @@
+"""A node-wide lease of worker slots: the maps of this package on one node (in any process, under
+any orchestrator) share its CPUs instead of each planning for all of them.
+
+The node has one slot a CPU (its affinity, under any cgroup quota). A map holds a slot for each
+CPU its plan keeps busy, its caller's for a serial plan, from the start of the map to its end.
+A map that finds every slot taken waits for one (it still completes, on fewer workers than it
+wanted); one that gets fewer slots than its plan wanted is planned again within them. Quick maps
+take no slot: waiting could cost them more than sharing a CPU for so short a while. A map inside
+another map (called by a mapped function, in a worker or in the caller's thread while the outer
+map holds slots) never waits: the slots it would wait for may be its outer map's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import replace
+
+from ..data.errors import MapCancelledError
+from ..data.plan import Plan
+from ..decide.situation import Situation
+from ..measure.limits import WorkerLimits, detect
+from ..probes.lock_files import SlotFiles, runtime_dir
+from ..probes.procfs import usable_cpus
+from .nesting import in_a_map, inside_a_map
+
+__all__ = ["SHARE_NODE_ENV", "WorkerLease", "slots_needed"]
+
+log = logging.getLogger(__name__)
+
+SHARE_NODE_ENV = "AMORSIZE_SHARE_NODE"  # "0" plans every map as if it were alone on the node
+# A map predicted to take less than this takes no slot. (docs/decisions.md#a-node-shared-by-several-maps)
+LEASE_MIN_SECONDS = 0.5
+# A map waiting for its first slot tries again this often.
+LEASE_POLL_SECONDS = 0.05
+# Calls this busy keep a CPU per thread; below, threads mostly wait and take no slot.
+BUSY_THREADS_RATIO = 0.5
+
+
+class WorkerLease:
+    """The slots one map holds; a context manager that lets them all go at the end."""
+
+    def __init__(self, cancel: threading.Event | None = None) -> None:
+        self._cancel = cancel
+        self._slots: SlotFiles | None = None
+        self._node_cpus: int | None = None
+        self._nested = False
+        self._marking = contextlib.ExitStack()
+        self.waited_seconds = 0.0
+
+    def __enter__(self) -> WorkerLease:
+        self._nested = inside_a_map()
+        self._marking.enter_context(in_a_map())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._marking.close()
+        if self._slots is not None:
+            self._slots.release()
+
+    @property
+    def held(self) -> int:
+        return self._slots.held if self._slots is not None else 0
+
+    def grant(self, plan: Plan) -> int | None:
+        """Take the slots ``plan`` needs, waiting for the first where all are taken; return how
+        many it got, or None where the plan runs outside the lease (quick, or sharing is off)."""
+        needed = slots_needed(plan)
+        if needed == 0 or not self._sharing(plan):
+            return None
+        slots = self._open()
+        if slots is None:
+            return None
+        if slots.take(needed) == 0 and not self._nested:
+            started = time.monotonic()
+            log.info("amorsize: %s: every worker slot of the node is taken; waiting", plan.function)
+            while slots.take(needed) == 0:
+                if self._cancel is not None and self._cancel.is_set():
+                    raise MapCancelledError("the map was cancelled while it waited for a slot")
+                time.sleep(LEASE_POLL_SECONDS)
+            self.waited_seconds = time.monotonic() - started
+        return slots.held
+
+    def more(self, wanted: int) -> int:
+        """Take free slots, without waiting, until ``wanted`` are held; return how many are."""
+        slots = self._open()
+        return slots.take(wanted) if slots is not None else wanted
+
+    def keep(self, count: int) -> None:
+        """Let the slots beyond ``count`` go (a plan made within them needed fewer)."""
+        if self._slots is not None:
+            self._slots.keep(count)
+
+    def limit(self, limits: WorkerLimits, granted: int) -> WorkerLimits:
+        """``limits`` with the CPUs capped to the slots granted, saying so."""
+        if granted >= limits.cpus:
+            return limits
+        source = f"node lease ({granted} of {self._count()} worker slots free)"
+        return replace(limits, cpus=granted, cpus_source=source)
+
+    def within(self, situation: Situation) -> Situation:
+        """``situation`` with its CPUs capped to the slots this map holds or can take now."""
+        if self._slots is None and not self._sharing(None):
+            return situation
+        granted = self.more(situation.limits.cpus)
+        return replace(situation, limits=self.limit(situation.limits, max(1, granted)))
+
+    def _sharing(self, plan: Plan | None) -> bool:
+        if os.environ.get(SHARE_NODE_ENV, "1").strip() == "0":
+            return False
+        # A plan with no prediction (fixed, stored) shares the node; a quick one does not.
+        return (
+            plan is None
+            or not plan.predicted_seconds
+            or plan.predicted_seconds >= (LEASE_MIN_SECONDS)
+        )
+
+    def _open(self) -> SlotFiles | None:
+        if self._slots is None:
+            slots = SlotFiles(runtime_dir(), self._count())
+            if not slots.available:
+                return None
+            self._slots = slots
+        return self._slots
+
+    def _count(self) -> int:
+        """The node's CPUs as this container has them: its affinity, under any quota."""
+        if self._node_cpus is None:
+            quota, cpus = detect().cpu_quota, usable_cpus()
+            self._node_cpus = max(1, min(cpus, math.ceil(quota))) if quota else cpus
+        return self._node_cpus
+
+
+def slots_needed(plan: Plan) -> int:
+    """The CPUs a plan keeps busy: the caller's for serial, one a process, one a busy thread."""
+    if plan.backend == "serial":
+        return 1
+    if plan.backend == "processes":
+        return plan.n_jobs
+    profile = plan.profile
+    seconds = profile.get("seconds_per_item", 0.0)
+    busy = not seconds or profile.get("cpu_seconds_per_item", 0.0) / seconds >= BUSY_THREADS_RATIO
+    return plan.n_jobs if busy else 0
