@@ -23,6 +23,10 @@ _MAX_WORKERS = 4096
 _MAX_TEXT = 2000
 
 _seconds = {"type": "number", "minimum": 0}
+_ratio = {"type": "number", "minimum": 0}
+_workers = {"type": "integer", "minimum": 1, "maximum": _MAX_WORKERS}
+_chunksize = {"type": "integer", "minimum": 1}
+_source = {"enum": ["sampled", "history", "fixed", "stored"]}
 _count = {"type": "integer", "minimum": 0}
 _text = {"type": "string", "maxLength": _MAX_TEXT}
 _backend = {"enum": list(BACKENDS)}
@@ -39,8 +43,8 @@ CANDIDATE_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "backend": _backend,
-        "n_jobs": {"type": "integer", "minimum": 1, "maximum": _MAX_WORKERS},
-        "chunksize": {"type": "integer", "minimum": 1},
+        "n_jobs": _workers,
+        "chunksize": _chunksize,
         "start_method": _start_method,
         "predicted_seconds": _seconds,
     },
@@ -55,9 +59,9 @@ PLAN_SCHEMA: dict[str, Any] = {
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
         "backend": _backend,
-        "n_jobs": {"type": "integer", "minimum": 1, "maximum": _MAX_WORKERS},
-        "chunksize": {"type": "integer", "minimum": 1},
-        "estimated_speedup": {"type": "number", "minimum": 0},
+        "n_jobs": _workers,
+        "chunksize": _chunksize,
+        "estimated_speedup": _ratio,
         "reason": _text,
         "start_method": _start_method,
         "predicted_seconds": _seconds,
@@ -65,7 +69,7 @@ PLAN_SCHEMA: dict[str, Any] = {
         "n_items": {"type": ["integer", "null"], "minimum": 0},
         "function": _text,
         "function_digest": _text,
-        "source": {"enum": ["sampled", "history", "fixed", "stored"]},
+        "source": _source,
         "limits": _numbers,
         "profile": _numbers,
         "candidates": {"type": "array", "maxItems": 10000, "items": CANDIDATE_SCHEMA},
@@ -96,10 +100,10 @@ RECORD_SCHEMA: dict[str, Any] = {
         "function_digest": _text,
         "n_items": _count,
         "backend": _backend,
-        "n_jobs": {"type": "integer", "minimum": 1, "maximum": _MAX_WORKERS},
-        "chunksize": {"type": "integer", "minimum": 1},
+        "n_jobs": _workers,
+        "chunksize": _chunksize,
         "start_method": _start_method,
-        "source": {"enum": ["sampled", "history", "fixed", "stored"]},
+        "source": _source,
         "wall_seconds": _seconds,
         "sample_seconds": _seconds,
         "map_seconds": _seconds,
@@ -108,8 +112,8 @@ RECORD_SCHEMA: dict[str, Any] = {
         "seconds_per_item": _seconds,
         "cpu_seconds_per_item": _seconds,
         "serial_seconds_estimate": _seconds,
-        "achieved_speedup": {"type": "number", "minimum": 0},
-        "estimated_speedup": {"type": "number", "minimum": 0},
+        "achieved_speedup": _ratio,
+        "estimated_speedup": _ratio,
         "peak_memory_bytes": _count,
         "limits": _numbers,
         "profile": _numbers,
