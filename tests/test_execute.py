@@ -483,6 +483,9 @@ class _Watching:
     def awaits_batch(self) -> bool:
         return self._awaiting
 
+    def keeps_batches_short(self) -> bool:
+        return False
+
     def __call__(self, done: int, batch_items: int, batch_seconds: float) -> None:
         self.told.append((done, batch_items))
 

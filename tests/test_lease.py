@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -20,6 +22,8 @@ import amorsize_flows as amz
 from amorsize_flows.execution.lease import SHARE_NODE_ENV
 from amorsize_flows.measure.calibration import get_calibration
 from amorsize_flows.probes.lock_files import RUNTIME_DIR_ENV, SlotFiles
+from tests.markers import SCHEDULING
+from tests.workloads import busy_at_priority, busy_failing_at
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLD_SLOTS = """
@@ -31,36 +35,38 @@ time.sleep(60)
 """
 
 
-def test_a_process_takes_only_free_slots(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def slots_held(directory: Path, count: int, held: int) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding ``held`` of ``count`` slots in ``directory`` until it is killed
+    (at the latest when the block ends)."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_SLOTS, str(tmp_path), "3", "2"],
+        [sys.executable, "-c", HOLD_SLOTS, str(directory), str(count), str(held)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "2"
-        mine = SlotFiles(str(tmp_path), 3)
-        assert mine.free() == 1
-        assert mine.take(3) == 1
-        mine.release()
+        assert holder.stdout is not None and int(holder.stdout.readline()) == held
+        yield holder
     finally:
         holder.kill()
         holder.wait()
 
 
+def test_a_process_takes_only_free_slots(tmp_path: Path) -> None:
+    with slots_held(tmp_path, 3, 2):
+        mine = SlotFiles(str(tmp_path), 3)
+        assert mine.free() == 1
+        assert mine.take(3) == 1
+        mine.release()
+
+
 def test_slots_of_a_killed_holder_are_free_again(tmp_path: Path) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_SLOTS, str(tmp_path), "2", "2"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "2"
-    assert SlotFiles(str(tmp_path), 2).free() == 0
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
-    assert SlotFiles(str(tmp_path), 2).free() == 2
+    with slots_held(tmp_path, 2, 2) as holder:
+        assert SlotFiles(str(tmp_path), 2).free() == 0
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        assert SlotFiles(str(tmp_path), 2).free() == 2
 
 
 def test_two_maps_of_one_process_do_not_share_a_slot(tmp_path: Path) -> None:
@@ -128,15 +134,7 @@ def test_without_the_lease_each_map_plans_for_every_cpu(tmp_path: Path) -> None:
 def test_a_map_given_fewer_slots_than_it_wanted_says_so(tmp_path: Path) -> None:
     env = dict(os.environ, **{RUNTIME_DIR_ENV: str(tmp_path)})
     cpus = len(os.sched_getaffinity(0))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_SLOTS, str(tmp_path), str(cpus), str(cpus - 1)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
-    try:
-        assert holder.stdout is not None and int(holder.stdout.readline()) == cpus - 1
+    with slots_held(tmp_path, cpus, cpus - 1):
         code = MAP.replace(
             '"reason": run.plan.reason', '"reason": run.plan.reason, "limits": run.plan.limits'
         )
@@ -148,9 +146,37 @@ def test_a_map_given_fewer_slots_than_it_wanted_says_so(tmp_path: Path) -> None:
         plan = json.loads(done.stdout.splitlines()[-1])
         assert plan["n_jobs"] == 1, plan
         assert plan["limits"]["cpus"] == 1 and "node lease" in plan["limits"]["cpus_source"], plan
-    finally:
-        holder.kill()
-        holder.wait()
+
+
+@SCHEDULING
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_map_that_finds_every_slot_taken_works_on_idle_time_until_they_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(RUNTIME_DIR_ENV, str(tmp_path))
+    cpus = len(os.sched_getaffinity(0))
+    with slots_held(tmp_path, cpus, cpus) as holder:
+        letting_go = threading.Timer(0.5, holder.kill)
+        letting_go.start()
+        try:
+            run = amz.run(busy_at_priority, [0.002] * 1000)  # about 2 s serially
+        finally:
+            letting_go.cancel()
+    policies = [policy for _, policy in run.results]
+    assert os.SCHED_IDLE in policies  # while the holder lived
+    assert policies[-1] != os.SCHED_IDLE  # once its slots were free
+    assert "CPUs freed up" in run.plan.reason and run.plan.n_jobs == cpus, run.plan.reason
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the caller's thread is itself again
+
+
+def test_a_map_that_fails_on_idle_time_gives_the_caller_its_priority_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(RUNTIME_DIR_ENV, str(tmp_path))
+    cpus = len(os.sched_getaffinity(0))
+    with slots_held(tmp_path, cpus, cpus), pytest.raises(ValueError, match="item 300 is bad"):
+        amz.execute(busy_failing_at, range(600))
+    assert os.sched_getscheduler(0) != os.SCHED_IDLE
 
 
 def _map_inside(seconds: float) -> int:

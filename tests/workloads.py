@@ -183,3 +183,16 @@ def blas_after_a_product(_: object) -> tuple[int, int, int]:
     matrix @ matrix
     largest = max((pool["num_threads"] for pool in threadpool_info()), default=0)
     return os.getpid(), largest, len(os.listdir("/proc/self/task"))
+
+
+def busy_at_priority(seconds: float) -> tuple[float, int]:
+    """busy(), and the scheduling policy of the thread that ran it (os.SCHED_IDLE or another)."""
+    return busy(seconds), os.sched_getscheduler(0)
+
+
+def busy_failing_at(x: int, at: int = 300) -> int:
+    """About 2 ms of pure-Python CPU; item ``at`` raises ValueError."""
+    busy(0.002)
+    if x == at:
+        raise ValueError(f"item {x} is bad")
+    return x

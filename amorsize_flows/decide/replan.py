@@ -1,8 +1,10 @@
-"""Weighing a serial plan again while it runs, when its calls prove far costlier than measured.
+"""Weighing a serial plan again while it runs, when its calls prove far costlier than measured,
+or when CPUs it could not have when it started free up.
 
 The dry run sees the first few items. Where they were not typical (a skewed input whose rare slow
 items it missed, an input sorted by size), the serial batches show it, and the rest of the map
-may be worth a pool after all.
+may be worth a pool after all. A map that went serial because other maps held the node's worker
+slots may likewise take them once they are let go.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Protocol
 
 from ..data.plan import Plan
 from ..measure.calibration import get_calibration
@@ -21,7 +24,7 @@ from .model import duration_text
 from .situation import MIN_GAIN, Situation
 from .trend import RisingBatches
 
-__all__ = ["SerialReplanner"]
+__all__ = ["CpuWatch", "SerialReplanner"]
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +44,21 @@ CONFIRM_FACTOR = 2.0
 WATCHED_CALL_SECONDS = 1e-5
 
 
+class CpuWatch(Protocol):
+    """Where a map got fewer CPUs than it wanted (other maps held the node's worker slots)."""
+
+    @property
+    def idle(self) -> bool:
+        """Whether the map runs on idle time, with no CPU of its own."""
+
+    def freed_up(self) -> bool:
+        """Whether a CPU freed up since; cheap, and may be asked between every two batches."""
+
+
 class SerialReplanner:
     """Weighs a serial plan the model chose again, once calls run REPLAN_FACTOR times slower than
-    the dry run measured, from what the serial batches measured; a parallel plan it makes is
-    handed to ``adopt`` and run instead."""
+    the dry run measured, or once ``cpus`` says CPUs freed up, from what the serial batches
+    measured; a parallel plan it makes is handed to ``adopt`` and run instead."""
 
     def __init__(
         self,
@@ -55,12 +69,14 @@ class SerialReplanner:
         started: float,
         decide: Callable[[Situation], Plan],
         adopt: Callable[[Plan], None],
+        cpus: CpuWatch | None = None,
     ) -> None:
         """``situation`` is the one the serial plan was made in, ``dry_run`` its calls along the
         input (Sample.batches), ``stats`` the serial batches' as they run, ``started`` when the
         map began (perf_counter); ``decide`` makes a plan for a later situation."""
         self._situation, self._n_items, self._stats = situation, n_items, stats
         self._started, self._decide, self._adopt = started, decide, adopt
+        self._cpus = cpus
         self._sampled = sum(batch.items for batch in dry_run)
         self._planned = situation.profile.seconds_per_item
         self._threshold = REPLAN_FACTOR * self._planned
@@ -90,6 +106,10 @@ class SerialReplanner:
         """Whether the calls after a slow batch are still being timed (see __call__)."""
         return self._slow_batch_seconds is not None
 
+    def keeps_batches_short(self) -> bool:
+        """Whether it watches for CPUs to free up: then every batch is a chance to take them."""
+        return self._cpus is not None
+
     def __call__(self, done: int, batch_items: int, batch_seconds: float) -> Plan | None:
         situation = self._situation
         if done == batch_items and not self._sampled:
@@ -98,6 +118,9 @@ class SerialReplanner:
             if batch_items == 1:
                 return None
             batch_seconds = max(0.0, batch_seconds - situation.profile.warmup_seconds)
+        if self._cpus is not None and self._cpus.idle:
+            # A batch run on idle time was starved, not slow: it says nothing of the calls.
+            return self._grow(done) if done < self._n_items and self._cpus.freed_up() else None
         seconds_per_item = batch_seconds / batch_items
         self._batches.add(Batch(done - batch_items, batch_items, seconds_per_item))
         self._measured_items += batch_items
@@ -116,8 +139,10 @@ class SerialReplanner:
             since = self._confirm_seconds / self._confirm_items
             return self._replan(done, max(typical, since))
         slow = seconds_per_item >= self._threshold and batch_seconds >= REPLAN_MIN_SECONDS
-        if not slow or done >= self._n_items:
+        if done >= self._n_items:
             return None
+        if not slow:
+            return self._grow(done) if self._cpus is not None and self._cpus.freed_up() else None
         self._threshold = REPLAN_AGAIN * seconds_per_item
         if self.alarm() is not None and not self._batches.rises_steadily():
             # The alarm ended the batch right after a slow call, so its mean reads high: the
@@ -129,16 +154,25 @@ class SerialReplanner:
         # the latest, and the trend, tell most about the rest.
         return self._replan(done, self._batches.rest_seconds_per_item(self._n_items))
 
-    def _replan(self, done: int, rest: float) -> Plan | None:
+    def _grow(self, done: int) -> Plan | None:
+        """The plan for the rest now that CPUs freed up, from every call measured so far."""
+        typical = self._measured_seconds / max(1, self._measured_items) or self._planned
+        return self._replan(done, typical, why="CPUs freed up")
+
+    def _replan(self, done: int, rest: float, why: str = "") -> Plan | None:
         """The plan for the items after ``done``, whose calls are expected to take ``rest``
-        seconds each; None where serial stays best."""
+        seconds each; None where serial stays best. ``why`` names a reason other than slow
+        calls."""
         situation, stats = self._situation, self._stats
+        # Calls this far from what the dry run saw vary at least as much as they cost.
+        stdev = (
+            situation.profile.seconds_stdev if why else max(situation.profile.seconds_stdev, rest)
+        )
         profile = replace(
             situation.profile,
             seconds_per_item=rest,
             cpu_seconds_per_item=rest * stats.cpu_ratio,
-            # Calls this far from what the dry run saw vary at least as much as they cost.
-            seconds_stdev=max(situation.profile.seconds_stdev, rest),
+            seconds_stdev=stdev,
         )
         later = replace(
             situation,
@@ -153,10 +187,8 @@ class SerialReplanner:
         plan = self._decide(later)
         if plan.backend == "serial":
             return None
-        plan = plan.with_changes(
-            reason=f"Re-planned after {done} items (planned for {duration_text(self._planned)} "
-            f"a call). {plan.reason}"
-        )
+        because = why or f"planned for {duration_text(self._planned)} a call"
+        plan = plan.with_changes(reason=f"Re-planned after {done} items ({because}). {plan.reason}")
         log.info("amorsize: %s: %s", plan.function, plan.reason)
         self._adopt(plan)
         return plan

@@ -24,6 +24,7 @@ from ..data.errors import MapCancelledError
 from ..data.plan import Plan
 from ..decide.situation import Situation
 from ..measure.limits import WorkerLimits, detect
+from ..probes.idle_priority import IdlePriority
 from ..probes.lock_files import SlotFiles, runtime_dir
 from ..probes.procfs import usable_cpus
 from .nesting import in_a_map, inside_a_map
@@ -50,7 +51,10 @@ class WorkerLease:
         self._node_cpus: int | None = None
         self._nested = False
         self._marking = contextlib.ExitStack()
+        self._looked_at = 0.0  # when freed_up last looked at the slots (monotonic)
+        self._idle = IdlePriority()
         self.waited_seconds = 0.0
+        self.short = False  # granted fewer slots than the plan needed
 
     def __enter__(self) -> WorkerLease:
         self._nested = inside_a_map()
@@ -59,6 +63,7 @@ class WorkerLease:
 
     def __exit__(self, *exc_info: object) -> None:
         self._marking.close()
+        self._idle.restore()
         if self._slots is not None:
             self._slots.release()
 
@@ -66,9 +71,11 @@ class WorkerLease:
     def held(self) -> int:
         return self._slots.held if self._slots is not None else 0
 
-    def grant(self, plan: Plan) -> int | None:
-        """Take the slots ``plan`` needs, waiting for the first where all are taken; return how
-        many it got, or None where the plan runs outside the lease (quick, or sharing is off)."""
+    def grant(self, plan: Plan, start_idle: bool = False) -> int | None:
+        """Take the slots ``plan`` needs; return how many it got, or None where the plan runs
+        outside the lease (quick, or sharing is off). Where every slot is taken, wait for one;
+        or, with ``start_idle``, get none and run on at idle priority until one frees
+        (:meth:`freed_up`) (docs/decisions.md#a-node-shared-by-several-maps)."""
         needed = slots_needed(plan)
         if needed == 0 or not self._sharing(plan):
             return None
@@ -76,19 +83,55 @@ class WorkerLease:
         if slots is None:
             return None
         if slots.take(needed) == 0 and not self._nested:
-            started = time.monotonic()
-            log.info("amorsize: %s: every worker slot of the node is taken; waiting", plan.function)
-            while slots.take(needed) == 0:
-                if self._cancel is not None and self._cancel.is_set():
-                    raise MapCancelledError("the map was cancelled while it waited for a slot")
-                time.sleep(LEASE_POLL_SECONDS)
-            self.waited_seconds = time.monotonic() - started
+            if start_idle and self._idle.lower():
+                log.info("amorsize: %s: every worker slot is taken; starting idle", plan.function)
+            else:
+                self.wait(plan)
+        self.short = slots.held < needed
         return slots.held
+
+    def wait(self, plan: Plan) -> None:
+        """Wait until a slot is free and take it (up to what ``plan`` needs)."""
+        slots = self._open()
+        assert slots is not None
+        started = time.monotonic()
+        self._idle.restore()
+        log.info("amorsize: %s: every worker slot of the node is taken; waiting", plan.function)
+        while slots.take(slots_needed(plan)) == 0:
+            if self._cancel is not None and self._cancel.is_set():
+                raise MapCancelledError("the map was cancelled while it waited for a slot")
+            time.sleep(LEASE_POLL_SECONDS)
+        self.waited_seconds += time.monotonic() - started
+
+    @property
+    def idle(self) -> bool:
+        """Whether the map runs at idle priority, holding no slot."""
+        return self._idle.lowered
+
+    def freed_up(self) -> bool:
+        """Whether a slot is free now, for a map that was granted fewer than it needed; looks
+        at most every LEASE_POLL_SECONDS."""
+        now = time.monotonic()
+        if self._slots is None or now - self._looked_at < LEASE_POLL_SECONDS:
+            return False
+        self._looked_at = now
+        return self._slots.free() > 0
 
     def more(self, wanted: int) -> int:
         """Take free slots, without waiting, until ``wanted`` are held; return how many are."""
         slots = self._open()
-        return slots.take(wanted) if slots is not None else wanted
+        if slots is None:
+            return wanted
+        held = slots.take(wanted)
+        if held:
+            self._idle.restore()  # a slot of its own: normal priority again
+        return held
+
+    def winding_down(self, busy: int) -> None:
+        """Let the slots of workers that have no chunk left go, for a waiting map to start on.
+        (docs/decisions.md#a-node-shared-by-several-maps)"""
+        if self._slots is not None and busy < self._slots.held:
+            self.keep(max(busy, 1))
 
     def keep(self, count: int) -> None:
         """Let the slots beyond ``count`` go (a plan made within them needed fewer)."""

@@ -21,6 +21,7 @@ from ..decide.decision import decide, read_limits
 from ..decide.prepare import Prepared
 from ..decide.replan import SerialReplanner
 from ..decide.situation import FREE, Situation
+from ..measure.limits import WorkerLimits
 from ..measure.profile import Profile
 from ..measure.run_stats import RunStats
 from .lease import WorkerLease, slots_needed
@@ -71,6 +72,7 @@ class MapIterator(Iterator[Any]):
         self._sampled = len(prepared.results)
         self._wall_seconds: float | None = None  # set when the last result is out
         self._record: RunRecord | None = None
+        self._node_limits: WorkerLimits | None = None  # the limits before the lease capped them
         self._chunks = self._generate()
         self._results = itertools.chain.from_iterable(self._chunks)
 
@@ -108,26 +110,47 @@ class MapIterator(Iterator[Any]):
 
     def _within_lease(self, lease: WorkerLease) -> None:
         """Take the node's worker slots the plan needs, and plan again within fewer."""
-        plan, prepared = self.plan, self._prepared
-        granted = lease.grant(plan)
-        if granted is None or granted >= slots_needed(plan):
+        wanted, prepared = self.plan, self._prepared
+        # Only a serial plan the model made can start on idle time: its re-planner takes the
+        # slots once they free.
+        may_idle = prepared.situation is not None and prepared.n_items is not None
+        granted = lease.grant(wanted, start_idle=may_idle)
+        if granted is None:
             return
-        granted = max(1, granted)  # none free, inside another map: its caller's own CPU
-        if prepared.situation is not None:  # the model chose: it chooses again within them
-            limits = lease.limit(prepared.situation.limits, granted)
-            prepared.situation = replace(prepared.situation, limits=limits)
-            plan = decide(self._func, prepared.situation, FREE, _identity(plan), plan.source)
-        elif plan.backend != "serial":
-            plan = plan.with_changes(n_jobs=granted)
+        plan = wanted
+        if granted < slots_needed(wanted):
+            plan = self._plan_within(lease, wanted, max(1, granted))
+            if lease.idle and plan.backend != "serial":
+                lease.wait(wanted)
+                plan = self._plan_within(lease, wanted, lease.held)
+            if lease.idle:
+                plan = plan.with_changes(
+                    reason=f"{plan.reason} Every worker slot of the node was taken: it runs at "
+                    "idle priority until one frees."
+                )
+            lease.keep(slots_needed(plan))
+            log.info(
+                "amorsize: %s: within the node's free worker slots: %s", plan.function, plan.reason
+            )
         if lease.waited_seconds:
             plan = plan.with_changes(
                 reason=f"{plan.reason} Waited {lease.waited_seconds:.1f} s for a worker slot."
             )
-        lease.keep(slots_needed(plan))
-        log.info(
-            "amorsize: %s: within the node's free worker slots: %s", plan.function, plan.reason
-        )
         self.plan = plan
+
+    def _plan_within(self, lease: WorkerLease, plan: Plan, granted: int) -> Plan:
+        """``plan`` made again for ``granted`` CPUs, by the model where it chose."""
+        prepared = self._prepared
+        if granted >= slots_needed(plan):
+            return plan
+        if prepared.situation is not None:
+            self._node_limits = self._node_limits or prepared.situation.limits
+            limits = lease.limit(self._node_limits, granted)
+            prepared.situation = replace(prepared.situation, limits=limits)
+            return decide(self._func, prepared.situation, FREE, _identity(plan), plan.source)
+        if plan.backend != "serial":
+            return plan.with_changes(n_jobs=granted)
+        return plan
 
     def _replanner(self, stack: contextlib.ExitStack, lease: WorkerLease) -> Replanner | None:
         """For a serial plan the model chose, the :class:`SerialReplanner` that may switch it."""
@@ -139,7 +162,12 @@ class MapIterator(Iterator[Any]):
         def decide_later(later: Situation) -> Plan:
             if later.limits.upper_bound:  # a parallel plan is made under every limit
                 later = replace(later, limits=read_limits(prepared.options))
-            return decide(self._func, lease.within(later), FREE, identity)
+            elif self._node_limits is not None:  # capped to the slots it got: all may be free
+                later = replace(later, limits=self._node_limits)
+            plan = decide(self._func, lease.within(later), FREE, identity)
+            if plan.backend == "serial":
+                lease.keep(1)  # the slots within() took for it
+            return plan
 
         def adopt(plan: Plan) -> None:
             lease.keep(slots_needed(plan))
@@ -154,6 +182,7 @@ class MapIterator(Iterator[Any]):
             self._started,
             decide_later,
             adopt,
+            cpus=lease if lease.short else None,
         )
 
     def _generate(self) -> Generator[list[Any], None, None]:
@@ -188,6 +217,7 @@ class MapIterator(Iterator[Any]):
                 into=dry_results,
                 replan=self._replanner(stack, lease),
                 cap_loaded_pools=_may_run_own_threads(prepared.profile),
+                winding_down=lease.winding_down,
             )
         self._wall_seconds = time.perf_counter() - self._started
         if log.isEnabledFor(logging.INFO):

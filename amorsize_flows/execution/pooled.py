@@ -35,9 +35,13 @@ def run_pooled(
     start_index: int,
     stats: RunStats,
     on_chunk: Callable[[int], None] | None,
+    winding_down: Callable[[int], None] | None = None,
 ) -> Iterator[list[Any]]:
     """Yield each chunk's results in order, submitting the next chunk as the oldest is yielded:
-    at most ``in_flight`` chunks per worker are held (docs/decisions.md#chunks-in-flight)."""
+    at most ``in_flight`` chunks per worker are held (docs/decisions.md#chunks-in-flight).
+
+    Once every chunk is submitted, ``winding_down`` is told after each yield how many workers
+    can still be busy (the chunks not yet yielded): the others only wait for the map to end."""
     chunks = _chunks(items, plan.chunksize, start_index)
     pool = open_pool(plan, settings)
     pending: _Pending = deque()
@@ -59,6 +63,10 @@ def run_pooled(
                     running = pending[0][0] if pending else first_next
                     with pool.deaths(running, first_next - 1):
                         pending.append((first_next, len(chunk), pool.submit(first_next, chunk)))
+                    break
+                else:
+                    if winding_down is not None and len(pending) < plan.n_jobs:
+                        winding_down(len(pending))
                 yield results
         finished = True
     finally:

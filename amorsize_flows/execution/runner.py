@@ -46,6 +46,7 @@ def run_plan(
     into: list[Any] | None = None,
     replan: Replanner | None = None,
     cap_loaded_pools: bool = True,
+    winding_down: Callable[[int], None] | None = None,
 ) -> Iterator[list[Any]]:
     """Yield the results of ``func(item)`` in order, a list per chunk, as ``plan`` says.
 
@@ -68,6 +69,9 @@ def run_plan(
             seen not to run threads of its own. Process workers are always capped: in the
             caller while they fork (they inherit the cap, and their pools stay asleep), or in a
             fresh interpreter by itself.
+        winding_down: for a parallel plan, told how many workers can still be busy once the
+            last chunk is submitted and fewer chunks than workers are left (the lease lets the
+            others' slots go).
 
     Raises:
         WorkerDiedError: a worker process died.
@@ -99,7 +103,13 @@ def run_plan(
         share = max(1, (cpus or usable_cpus()) // plan.n_jobs)
         settings = PoolSettings(func, cancel, share, cap_loaded_pools)
         yield from run_pooled(
-            plan, items, settings, start_index=start_index, stats=stats, on_chunk=on_chunk
+            plan,
+            items,
+            settings,
+            start_index=start_index,
+            stats=stats,
+            on_chunk=on_chunk,
+            winding_down=winding_down,
         )
     finally:
         stats.finished_at = time.perf_counter()

@@ -50,6 +50,9 @@ class Replanner(Protocol):
     def awaits_batch(self) -> bool:
         """Whether it waits for the next batch to decide: the rest may not run unweighed."""
 
+    def keeps_batches_short(self) -> bool:
+        """Whether batches should stay short anyway: it watches for CPUs to free up."""
+
 
 def run_serial(
     func: Callable[[Any], Any],
@@ -80,7 +83,11 @@ class _SerialRun:
     ) -> None:
         self.func, self.items, self.stats = func, items, stats
         self.cancel, self.on_chunk, self.replan = cancel, on_chunk, replan
-        self.prompt = cancel is not None or on_chunk is not None
+        self.prompt = (
+            cancel is not None
+            or on_chunk is not None
+            or (replan is not None and replan.keeps_batches_short())
+        )
         self.one_list = hasattr(items, "__length_hint__")
         # Any plan pays the collector's pauses alike: the re-planner is told batches without them.
         self.collections = CollectionTime()
