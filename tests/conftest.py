@@ -21,8 +21,8 @@ os.environ.setdefault("AMORSIZE_CACHE_DIR", tempfile.mkdtemp(prefix="amorsize-te
 os.environ.setdefault("AMORSIZE_RUNTIME_DIR", tempfile.mkdtemp(prefix="amorsize-test-slots-"))
 
 # The orchestrators keep threads of their own for the whole session (Prefect's API client and
-# event loop, Airflow's log handlers): their suites are not held to this.
-_ORCHESTRATOR_SUITES = ("airflow", "prefect")
+# event loop, Airflow's log handlers, a Dask client's): their suites are not held to this.
+_ORCHESTRATOR_SUITES = ("airflow", "prefect", "deployments")
 # Pools join their threads on shutdown; loky's manager thread can take a moment after that.
 THREAD_EXIT_GRACE_SECONDS = 2.0
 # A BLAS pool's threads spin 80 to 90 ms after they last ran: a test waits, at most this long,

@@ -157,14 +157,15 @@ class MapIterator(Iterator[Any]):
         prepared = self._prepared
         if self.plan.backend != "serial" or prepared.situation is None or prepared.n_items is None:
             return None
-        identity = _identity(self.plan)
+        identity, source = _identity(self.plan), self.plan.source
 
         def decide_later(later: Situation) -> Plan:
             if later.limits.upper_bound:  # a parallel plan is made under every limit
                 later = replace(later, limits=read_limits(prepared.options))
             elif self._node_limits is not None:  # capped to the slots it got: all may be free
                 later = replace(later, limits=self._node_limits)
-            plan = decide(self._func, lease.within(later), FREE, identity)
+            # The evidence is still the dry run's or the record's, with the batches since.
+            plan = decide(self._func, lease.within(later), FREE, identity, source)
             if plan.backend == "serial":
                 lease.keep(1)  # the slots within() took for it
             return plan

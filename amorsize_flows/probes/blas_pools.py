@@ -22,6 +22,9 @@ __all__ = ["capped", "native_thread_files", "native_thread_ids", "settle"]
 # thread still on a CPU then works for good, and is never waited for again. (docs/decisions.md#blas-pools)
 SETTLE_POLL_SECONDS = 0.005
 SETTLE_MAX_SECONDS = 0.5
+# A runnable thread that ran less than a tenth of a poll since the last one only waits for a CPU
+# (a spinning one sharing the CPUs with others still gets far more).
+SPIN_NANOSECONDS = int(SETTLE_POLL_SECONDS / 10 * 1e9)
 
 _busy_for_good: set[str] = set()  # native ids
 
@@ -39,12 +42,13 @@ def capped(inner_threads: int) -> Iterator[None]:
 
 
 def settle() -> float:
-    """Wait until no native thread of this process is on a CPU, at most SETTLE_MAX_SECONDS
-    (those still there are then never waited for again), and return the seconds waited: about
-    0.1 s after numpy work or a forking map, a listing of the process's threads (tens of µs)
-    otherwise."""
+    """Wait until no native thread of this process spins on a CPU, at most SETTLE_MAX_SECONDS
+    (those still spinning then work for good, and are never waited for again), and return the
+    seconds waited: about 0.1 s after numpy work or a forking map, a listing of the process's
+    threads (tens of µs) otherwise."""
     started = time.monotonic()
-    while busy := _pool_threads_on_cpu() - _busy_for_good:
+    on_cpu: dict[str, int] = {}
+    while busy := _spinning(on_cpu) - _busy_for_good:
         if time.monotonic() - started >= SETTLE_MAX_SECONDS:
             _busy_for_good.update(busy)
             break
@@ -52,12 +56,26 @@ def settle() -> float:
     return time.monotonic() - started
 
 
-def _pool_threads_on_cpu() -> set[str]:
+def _spinning(on_cpu: dict[str, int]) -> set[str]:
     """The native threads of this process (those Python did not start: BLAS and OpenMP pools')
-    running or waiting for a CPU now."""
+    that are runnable now and, where ``on_cpu`` (updated here) saw them before, ran for at least
+    a tenth of the time since: a thread that only waits for a CPU, on a node busy with other work (an
+    orchestrator's services, other tasks), is not spinning."""
     stats = native_thread_files("stat") or {}
     # The state follows the command name, which may hold spaces.
-    return {task for task, text in stats.items() if text.rsplit(b")", 1)[-1].split()[:1] == [b"R"]}
+    runnable = [
+        task for task, text in stats.items() if text.rsplit(b")", 1)[-1].split()[:1] == [b"R"]
+    ]
+    spinning = set()
+    for task in runnable:
+        ran = read_bytes(f"/proc/self/task/{task}/schedstat", 256)
+        now = int(ran.split()[0]) if ran else None  # nanoseconds on a CPU
+        before = on_cpu.get(task)
+        if now is None or before is None or now - before >= SPIN_NANOSECONDS:
+            spinning.add(task)
+        if now is not None:
+            on_cpu[task] = now
+    return spinning
 
 
 def native_thread_ids(python_threads: Set[str] = frozenset()) -> list[str] | None:
