@@ -23,7 +23,7 @@ from amorsize_flows.execution.lease import SHARE_NODE_ENV
 from amorsize_flows.measure.calibration import get_calibration
 from amorsize_flows.probes.lock_files import RUNTIME_DIR_ENV, SlotFiles
 from tests.markers import SCHEDULING
-from tests.workloads import busy_at_priority, busy_failing_at
+from tests.workloads import busy, busy_at_priority, busy_failing_at
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLD_SLOTS = """
@@ -196,3 +196,19 @@ def test_a_map_inside_a_map_never_waits_for_its_outer_map_s_slots(
     cpus = len(os.sched_getaffinity(0))
     outer = amz.Plan.fixed(backend, cpus, 1)
     assert amz.execute(_map_inside, [0.002] * cpus, plan=outer) == [300] * cpus
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_quick_map_takes_no_slot_but_plans_within_those_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # About 0.3 s of calls: too quick to wait for a slot, and alone worth two workers; beside a
+    # map that holds every slot but one, it must not start a second.
+    monkeypatch.setenv(RUNTIME_DIR_ENV, str(tmp_path))
+    cpus = len(os.sched_getaffinity(0))
+    with slots_held(tmp_path, cpus, cpus - 1):
+        run = amz.run(busy, [0.002] * 150)
+        free_after = SlotFiles(str(tmp_path), cpus).free()
+    assert run.plan.n_jobs == 1, run.plan.reason
+    assert "node lease" in run.plan.limits["cpus_source"], run.plan.limits
+    assert free_after == 1  # it held none

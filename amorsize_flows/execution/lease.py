@@ -90,6 +90,15 @@ class WorkerLease:
         self.short = slots.held < needed
         return slots.held
 
+    def room(self, plan: Plan) -> int | None:
+        """For a quick parallel plan, which takes no slot: how many slots are free now, to plan
+        within (it need not wait, but should not crowd the maps holding them); else None."""
+        needed = slots_needed(plan)
+        if needed <= 1 or self._nested or not _shares_node():
+            return None
+        slots = self._open()
+        return slots.free() if slots is not None else None
+
     def wait(self, plan: Plan) -> None:
         """Wait until a slot is free and take it (up to what ``plan`` needs)."""
         slots = self._open()
@@ -153,7 +162,7 @@ class WorkerLease:
         return replace(situation, limits=self.limit(situation.limits, max(1, granted)))
 
     def _sharing(self, plan: Plan | None) -> bool:
-        if os.environ.get(SHARE_NODE_ENV, "1").strip() == "0":
+        if not _shares_node():
             return False
         # A plan with no prediction (fixed, stored) shares the node; a quick one does not.
         return (
@@ -176,6 +185,10 @@ class WorkerLease:
             quota, cpus = detect().cpu_quota, usable_cpus()
             self._node_cpus = max(1, min(cpus, math.ceil(quota))) if quota else cpus
         return self._node_cpus
+
+
+def _shares_node() -> bool:
+    return os.environ.get(SHARE_NODE_ENV, "1").strip() != "0"
 
 
 def slots_needed(plan: Plan) -> int:

@@ -116,6 +116,9 @@ class MapIterator(Iterator[Any]):
         may_idle = prepared.situation is not None and prepared.n_items is not None
         granted = lease.grant(wanted, start_idle=may_idle)
         if granted is None:
+            room = lease.room(wanted)  # a quick map: within the slots free, holding none
+            if room is not None and room < slots_needed(wanted):
+                self.plan = self._plan_within(lease, wanted, max(1, room))
             return
         plan = wanted
         if granted < slots_needed(wanted):
