@@ -91,13 +91,17 @@ class WorkerLease:
         return slots.held
 
     def room(self, plan: Plan) -> int | None:
-        """For a quick parallel plan, which takes no slot: how many slots are free now, to plan
-        within (it need not wait, but should not crowd the maps holding them); else None."""
+        """For a quick parallel plan, which takes no slot: how many slots are free now, where
+        other maps hold some, to plan within (it need not wait, but should not crowd them);
+        else None."""
         needed = slots_needed(plan)
         if needed <= 1 or self._nested or not _shares_node():
             return None
         slots = self._open()
-        return slots.free() if slots is not None else None
+        if slots is None:
+            return None
+        free = slots.free()
+        return free if free < slots.count else None  # all free: the plan was made for the node
 
     def wait(self, plan: Plan) -> None:
         """Wait until a slot is free and take it (up to what ``plan`` needs)."""

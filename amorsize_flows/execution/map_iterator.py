@@ -116,7 +116,9 @@ class MapIterator(Iterator[Any]):
         may_idle = prepared.situation is not None and prepared.n_items is not None
         granted = lease.grant(wanted, start_idle=may_idle)
         if granted is None:
-            room = lease.room(wanted)  # a quick map: within the slots free, holding none
+            # A quick map the model planned: within the slots free, holding none. (A plan the
+            # caller fixed is the caller's.)
+            room = lease.room(wanted) if prepared.situation is not None else None
             if room is not None and room < slots_needed(wanted):
                 self.plan = self._plan_within(lease, wanted, max(1, room))
             return
