@@ -196,3 +196,11 @@ def busy_failing_at(x: int, at: int = 300) -> int:
     if x == at:
         raise ValueError(f"item {x} is bad")
     return x
+
+
+def busy_noting_pids(seconds: float, log_path: str) -> float:
+    """busy(), then a line "pid parent-pid" appended to ``log_path``: which processes ran it."""
+    busy(seconds)
+    with open(log_path, "a") as log:
+        log.write(f"{os.getpid()} {os.getppid()}\n")
+    return seconds

@@ -30,6 +30,7 @@ class Airflow:
 
     api: httpx.Client
     home: Path
+    services: Services
 
     def dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
         """The DAG once the dag-processor has parsed it."""
@@ -74,8 +75,16 @@ class Airflow:
 
 
 @contextlib.contextmanager
-def airflow_deployment(tmp_path: Path, dag_files: list[Path]) -> Iterator[Airflow]:
-    """Start the deployment with ``dag_files`` in its dags folder; stop every process after."""
+def airflow_deployment(
+    tmp_path: Path,
+    dag_files: list[Path],
+    executor: str = "LocalExecutor",
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Airflow]:
+    """Start the deployment with ``dag_files`` in its dags folder; stop every process after.
+
+    With ``executor="CeleryExecutor"``, a Celery worker runs the tasks, over kombu's SQLAlchemy
+    transport on a SQLite file: a broker that needs no server."""
     home = tmp_path / "airflow-home"
     dags = home / "dags"
     dags.mkdir(parents=True)
@@ -87,7 +96,9 @@ def airflow_deployment(tmp_path: Path, dag_files: list[Path]) -> Iterator[Airflo
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": executor,
+        "AIRFLOW__CELERY__BROKER_URL": f"sqla+sqlite:///{home / 'celery-broker.db'}",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+sqlite:///{home / 'celery-results.db'}",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -98,12 +109,15 @@ def airflow_deployment(tmp_path: Path, dag_files: list[Path]) -> Iterator[Airflo
         "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         "AMORSIZE_EXAMPLE_OUTPUT": str(home / "retraining-output"),
+        **(extra_env or {}),
     }
     subprocess.run([*AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
     with Services(home / "logs-of-services", env) as services:
         services.start("api-server", [*AIRFLOW, "api-server", "--port", str(port)])
         services.start("scheduler", [*AIRFLOW, "scheduler"])
         services.start("dag-processor", [*AIRFLOW, "dag-processor"])
+        if executor == "CeleryExecutor":
+            services.start("celery-worker", [*AIRFLOW, "celery", "worker"])
         base = f"http://127.0.0.1:{port}"
         token = wait_until(
             lambda: _token(base), STARTUP_SECONDS, "the api-server to answer", services.check
@@ -111,7 +125,7 @@ def airflow_deployment(tmp_path: Path, dag_files: list[Path]) -> Iterator[Airflo
         with httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
         ) as api:
-            yield Airflow(api, home)
+            yield Airflow(api, home, services)
 
 
 def _token(base: str) -> str | None:
