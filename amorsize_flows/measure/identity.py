@@ -9,7 +9,20 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["function_identity"]
+__all__ = ["function_identity", "innermost", "short_name"]
+
+
+def innermost(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function a ``functools.partial`` (of a partial...) calls in the end."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return func
+
+
+def short_name(func: Callable[..., Any]) -> str:
+    """A callable's own name (``__name__``), through partials, for task names and logs."""
+    target = innermost(func)
+    return getattr(target, "__name__", None) or type(target).__name__
 
 
 def function_identity(func: Callable[..., Any]) -> tuple[str, str]:

@@ -14,6 +14,7 @@ from prefect.states import Cancelled, State
 
 from ..api import MapIterator, imap
 from ..data.errors import MapCancelledError
+from ..measure.identity import innermost, short_name
 from ..report.tables import plan_table
 from . import _history
 from ._logs import forward_core_logs, run_logger
@@ -39,7 +40,7 @@ def check_item_fn(item_fn: object) -> None:
         raise TypeError(f"@amorsize_task needs a function of one item, got {item_fn!r}")
     if inspect.iscoroutinefunction(item_fn) or inspect.isasyncgenfunction(item_fn):
         raise TypeError(
-            f"@amorsize_task maps {getattr(item_fn, '__name__', item_fn)!r} in threads or "
+            f"@amorsize_task maps {short_name(item_fn)!r} in threads or "
             f"processes, which call it synchronously; an async function cannot be mapped that way"
         )
     map_signature(item_fn)  # raises on a function that cannot take one item
@@ -47,7 +48,7 @@ def check_item_fn(item_fn: object) -> None:
 
 def map_signature(item_fn: Callable[..., Any]) -> inspect.Signature:
     """``(items, *, <the function's other parameters>)``: what Prefect binds a call to."""
-    name = getattr(item_fn, "__name__", repr(item_fn))
+    name = short_name(item_fn)
     try:
         signature = inspect.signature(item_fn)
     except (TypeError, ValueError):  # a builtin without a signature: items only
@@ -90,9 +91,10 @@ def mapper(item_fn: Callable[..., Any], options: MapOptions) -> Callable[..., An
     def run_map(items: Iterable[Any], /, **kwargs: Any) -> list[Any] | State[Any]:
         return _run_map(item_fn, items, kwargs, options)
 
-    # Name, docstring and module from the item function; `__wrapped__` makes Prefect hash its
-    # source (the cache policy), and `__signature__` makes Prefect bind (items, **fixed kwargs).
-    functools.update_wrapper(run_map, item_fn)
+    # Name, docstring and module from the item function (through any partial); `__wrapped__`
+    # makes Prefect hash its source (the cache policy), and `__signature__` makes Prefect bind
+    # (items, **fixed kwargs).
+    functools.update_wrapper(run_map, innermost(item_fn))
     run_map.__signature__ = map_signature(item_fn)  # type: ignore[attr-defined]
     return run_map
 
@@ -104,7 +106,7 @@ def _run_map(
     options: MapOptions,
 ) -> list[Any] | State[Any]:
     context = TaskRunContext.get()
-    task_name = context.task.name if context is not None else item_fn.__name__
+    task_name = context.task.name if context is not None else short_name(item_fn)
     flow_run_id = context.task_run.flow_run_id if context is not None else None
     logger = run_logger()
     func = functools.partial(item_fn, **kwargs) if kwargs else item_fn

@@ -36,7 +36,7 @@ from typing import Any, overload
 from prefect import Task
 
 from ..data.options import PLAN_SETTINGS, PlanSettings, check_options
-from ..measure.identity import function_identity
+from ..measure.identity import function_identity, short_name
 from . import _history
 from ._map import check_item_fn, mapper
 
@@ -144,7 +144,7 @@ class AmorsizeTask(Task[..., list[Any]]):
         self.fn = mapper(item_fn, options)
         # Prefect keys a task by its function's code; ours is the same wrapper for every task.
         self.task_key = (
-            f"{item_fn.__name__}-{function_identity(item_fn)[1][:TASK_KEY_DIGEST_CHARS]}"
+            f"{short_name(item_fn)}-{function_identity(item_fn)[1][:TASK_KEY_DIGEST_CHARS]}"
         )
 
     def __repr__(self) -> str:

@@ -94,3 +94,32 @@ class Services:
             with contextlib.suppress(psutil.NoSuchProcess):
                 member.kill()
         psutil.wait_procs(alive, timeout=STOP_GRACE_SECONDS)
+
+
+def map_workers(pid_notes: Path) -> tuple[int, set[int]] | None:
+    """(a map's caller process, its worker processes) once two workers have run a call, from
+    the "pid parent-pid" lines that tests.workloads.busy_noting_pids appends."""
+    if not pid_notes.exists():
+        return None
+    children: dict[int, set[int]] = {}
+    for line in pid_notes.read_text().splitlines():
+        pid, parent = map(int, line.split())
+        children.setdefault(parent, set()).add(pid)
+    found = [(parent, pids) for parent, pids in children.items() if len(pids) >= 2]
+    return found[0] if found else None
+
+
+def wait_for_exit(pids: set[int], timeout: float, what: str) -> None:
+    """Return once none of ``pids`` runs (zombies count as gone); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while alive := [pid for pid in pids if _running(pid)]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: processes {alive} still run after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 pytest.importorskip("airflow.providers.celery")
 
 from tests.deployments.airflow_deployment import REPO, Airflow, airflow_deployment
-from tests.deployments.services import wait_until
+from tests.deployments.services import map_workers, wait_for_exit, wait_until
 
 pytestmark = pytest.mark.deployment
 
@@ -60,28 +58,6 @@ def test_sigkill_of_the_celery_task_process_leaves_no_worker(
 ) -> None:
     airflow, pids = celery
     airflow.trigger("endless_stage", DAY)
-    task, workers = wait_until(lambda: _map_workers(pids), 180, "the endless map's two workers")
+    task, workers = wait_until(lambda: map_workers(pids), 180, "the endless map's two workers")
     os.kill(task, signal.SIGKILL)
-    deadline = time.monotonic() + WORKER_EXIT_SECONDS
-    while alive := [pid for pid in workers if psutil.pid_exists(pid) and _not_zombie(pid)]:
-        assert time.monotonic() < deadline, f"workers {alive} outlived their task {task}"
-        time.sleep(0.1)
-
-
-def _map_workers(pids: Path) -> tuple[int, set[int]] | None:
-    """(the task's process, its two map workers) once both have run a call, from the pid notes."""
-    if not pids.exists():
-        return None
-    parents: dict[int, set[int]] = {}
-    for line in pids.read_text().splitlines():
-        pid, parent = map(int, line.split())
-        parents.setdefault(parent, set()).add(pid)
-    found = [(parent, children) for parent, children in parents.items() if len(children) >= 2]
-    return found[0] if found else None
-
-
-def _not_zombie(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    wait_for_exit(workers, WORKER_EXIT_SECONDS, f"the map workers of the killed task {task}")

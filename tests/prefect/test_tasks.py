@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -20,6 +21,7 @@ from prefect.variables import Variable
 from amorsize_flows.prefect import amorsize_task, variable_name
 from amorsize_flows.prefect.artifacts import artifact_key
 from tests.prefect import stage_functions as stages
+from tests.workloads import busy_then_append_to
 
 CONTRACT_KEYS = {"backend", "n_jobs", "chunksize", "estimated_speedup", "reason"}
 REPO = Path(__file__).resolve().parents[2]
@@ -191,3 +193,15 @@ def test_cancelled_flow_run_leaves_no_worker(prefect_api: str, tmp_path: Path) -
         if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     ]
     assert not alive, f"workers survived the cancellation: {alive}"
+
+
+def test_a_partial_is_a_stage_named_after_its_function(prefect_api: str) -> None:
+    # functools.partial has no __name__: the stage is named after the function it calls.
+    stage = amorsize_task(functools.partial(busy_then_append_to, log_path=os.devnull))
+    assert stage.name == "busy_then_append_to"
+
+    @flow
+    def partial_flow() -> list[int]:
+        return stage(list(range(20)))
+
+    assert partial_flow() == list(range(20))
