@@ -11,7 +11,7 @@ from typing import Any
 
 from ..data.options import Options
 from ..data.plan import Plan
-from ..measure.limits import WorkerLimits, detect
+from ..measure.limits import WorkerLimits, detect, less_other_work
 from .model import choose
 from .situation import Constraints, Situation
 
@@ -38,13 +38,15 @@ def decide_within(
     identity: Identity,
     options: Options,
     source: str = "sampled",
+    busy_cpus: float | None = None,
 ) -> tuple[Situation, Plan]:
     """:func:`decide`; and where the plan is parallel but the limits were read as an upper
-    bound, the plan made again under all of them. Returns the situation the plan was made in."""
+    bound, the plan made again under all of them (less ``busy_cpus``, the CPUs other processes
+    were seen to keep busy). Returns the situation the plan was made in."""
     made = decide(func, situation, constraints, identity, source)
     if made.backend == "serial" or not situation.limits.upper_bound:
         return situation, made
-    situation = replace(situation, limits=read_limits(options))
+    situation = replace(situation, limits=less_other_work(read_limits(options), busy_cpus))
     return situation, decide(func, situation, constraints, identity, source)
 
 

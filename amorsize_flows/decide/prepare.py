@@ -17,9 +17,10 @@ from ..data.plan import Plan
 from ..measure.calibration import get_calibration
 from ..measure.dry_run import Sample, sample
 from ..measure.identity import function_identity
-from ..measure.limits import WorkerLimits
+from ..measure.limits import OTHER_WORK_MIN_SECONDS, WorkerLimits, less_other_work
 from ..measure.profile import Batch, Profile
 from ..probes import blas_pools
+from ..probes.other_work import OtherWork
 from ..probes.processes import fork_is_safe
 from .decision import Identity, decide, decide_within, fit_to_limits, read_limits
 from .history import min_gain, observed_startup, usable_history
@@ -158,7 +159,7 @@ def _from_record(
 
 
 def _from_dry_run(request: _Request, items: Iterable[Any]) -> Prepared:
-    limits = request.limits
+    others = OtherWork()
     waited = blas_pools.settle()  # a BLAS pool spinning after earlier work is not the function's
     if waited:
         log.debug("amorsize: waited %.3fs for native threads to leave the CPUs", waited)
@@ -166,11 +167,13 @@ def _from_dry_run(request: _Request, items: Iterable[Any]) -> Prepared:
         request.func,
         items,
         sample_size=request.options.sample_size,
-        parallelism=(limits.cpus, max_threads(limits)),
+        parallelism=(request.limits.cpus, max_threads(request.limits)),
         processes_possible=request.processes_possible,
         fork_possible=request.fork_safe,
-        memory_bytes=limits.memory_bytes,
+        memory_bytes=request.limits.memory_bytes,
     )
+    busy_cpus = others.busy_cpus(OTHER_WORK_MIN_SECONDS)
+    limits = less_other_work(request.limits, busy_cpus)
     n_remaining = _remaining(dry)
     trivial = (
         request.constraints.free and n_remaining * dry.profile.seconds_per_item < TRIVIAL_SECONDS
@@ -185,7 +188,12 @@ def _from_dry_run(request: _Request, items: Iterable[Any]) -> Prepared:
         fork_safe=request.fork_safe,
     )
     situation, made = decide_within(
-        request.func, situation, request.constraints, request.identity, request.options
+        request.func,
+        situation,
+        request.constraints,
+        request.identity,
+        request.options,
+        busy_cpus=busy_cpus,
     )
     if request.constraints.free and _in_doubt(made, dry):
         situation, made = _sample_on(request, dry, situation, made)

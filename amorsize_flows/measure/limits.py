@@ -13,19 +13,31 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from ..data.checks import check_positive_int, parse_memory
 from ..probes.cgroups import Cgroups
 from ..probes.processes import in_pool_worker, is_daemonic
 from ..probes.procfs import read_text, resident_bytes, usable_cpus
 
-__all__ = ["MAX_WORKERS_ENV", "MEMORY_LIMIT_ENV", "WorkerLimits", "detect", "worker_limits"]
+__all__ = [
+    "MAX_WORKERS_ENV",
+    "MEMORY_LIMIT_ENV",
+    "OTHER_WORK_MIN_SECONDS",
+    "WorkerLimits",
+    "detect",
+    "less_other_work",
+    "worker_limits",
+]
 
 log = logging.getLogger(__name__)
 
 MAX_WORKERS_ENV = "AMORSIZE_MAX_WORKERS"
 MEMORY_LIMIT_ENV = "AMORSIZE_MEMORY_LIMIT"
+# CPUs other processes keep busy are read over a stretch at least this long (clock ticks are
+# 10 ms), and count once they make up this much of a CPU. (docs/decisions.md#cpus-busy-with-other-work)
+OTHER_WORK_MIN_SECONDS = 0.05
+OTHER_WORK_MIN_CPUS = 0.5
 # Where detect() reads the kernel's files; tests point these at fake trees.
 PROC_ROOT = "/proc"
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -227,3 +239,19 @@ def _dask_worker_limits() -> tuple[tuple[float, str] | None, tuple[int, str] | N
         used = resident_bytes()
         memory = (int(limit) - used, "Dask worker memory_limit - worker memory")
     return cpus, memory
+
+
+def less_other_work(limits: WorkerLimits, busy_cpus: float | None) -> WorkerLimits:
+    """``limits`` less the CPUs other processes kept busy (``busy_cpus``, of the whole node),
+    saying so; unchanged where that is under OTHER_WORK_MIN_CPUS or unknown, or where a quota
+    sets the CPUs (the node's other work then says nothing of what the quota leaves)."""
+    if busy_cpus is None or busy_cpus < OTHER_WORK_MIN_CPUS or limits.cpu_quota is not None:
+        return limits
+    node = os.cpu_count() or limits.cpus
+    if limits.cpus < node:  # an affinity or a cap of its own: others' CPUs may not be ours
+        return limits
+    spare = max(1, round(node - busy_cpus))
+    if spare >= limits.cpus:
+        return limits
+    source = f"{limits.cpus_source}, less {busy_cpus:.1f} kept busy by other processes"
+    return replace(limits, cpus=spare, cpus_source=source)
