@@ -22,7 +22,7 @@ if not _installed:
         'amorsize_flows.airflow needs Apache Airflow 3: pip install "amorsize-flows[airflow]"'
     )
 
-__all__ = ["AmorsizeOperator", "amorsize_task", "read_results"]
+__all__ = ["AmorsizeOperator", "amorsize_task"]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,10 +30,6 @@ def __getattr__(name: str) -> Any:
         from .operators import AmorsizeOperator
 
         return AmorsizeOperator
-    if name == "read_results":
-        from ._results import read_results
-
-        return read_results
     if name == "amorsize_task":
         from .decorators import amorsize_task
 

@@ -64,7 +64,7 @@ def amorsize_task(
 
     Accepts every ``BaseOperator`` argument (retries, pool, execution_timeout, ...) and every
     planner argument of :class:`AmorsizeOperator` (max_workers, memory_limit, backend, n_jobs,
-    chunksize, sample_size, reducer, max_xcom_bytes, results_path, learn_from_previous_runs).
+    chunksize, sample_size, reducer, max_xcom_bytes, learn_from_previous_runs).
     """
     if kwargs.pop("multiple_outputs", False):
         raise TypeError(

@@ -50,14 +50,13 @@ class AmorsizeOperator(BaseOperator):
         sample_size: steady-state calls in the dry run; adaptive when None.
         learn_from_previous_runs: start from the previous successful run's record of this task.
         reducer: a function applied to the list of results; its value is returned instead.
-        max_xcom_bytes: results whose JSON is larger are written to ``results_path``.
-        results_path: where large results go (an ``ObjectStoragePath`` or URL such as
-            ``s3://bucket/prefix``; templated); defaults to ``$AIRFLOW_HOME/amorsize-results``,
-            which only the same machine can read back: set a shared one for distributed workers.
+        max_xcom_bytes: results whose JSON is larger are logged with a warning where no
+            object-storage XCom backend keeps them (common-io's ``XComObjectStorageBackend``);
+            they are returned either way.
         **kwargs: every ``BaseOperator`` argument (retries, pool, execution_timeout, ...).
     """
 
-    template_fields: Sequence[str] = ("items", "op_kwargs", "results_path")
+    template_fields: Sequence[str] = ("items", "op_kwargs")
     template_fields_renderers: ClassVar[dict[str, str]] = {"items": "py", "op_kwargs": "py"}
     ui_color = "#e8f4e8"
 
@@ -76,7 +75,6 @@ class AmorsizeOperator(BaseOperator):
         learn_from_previous_runs: bool = True,
         reducer: Callable[[list[Any]], Any] | None = None,
         max_xcom_bytes: int = DEFAULT_MAX_XCOM_BYTES,
-        results_path: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -112,7 +110,6 @@ class AmorsizeOperator(BaseOperator):
         self.learn_from_previous_runs = learn_from_previous_runs
         self.reducer = reducer
         self.max_xcom_bytes = max_xcom_bytes
-        self.results_path = results_path
         self._cancel: threading.Event | None = None
 
     def execute(self, context: Any) -> Any:
@@ -150,10 +147,10 @@ class AmorsizeOperator(BaseOperator):
         ti.xcom_push(key=RUN_XCOM_KEY, value=outcome.record.to_dict())
         self.log.info("amorsize plan and run:\n%s", plan_table(outcome.plan, outcome.record))
         if self.reducer is not None:
-            return deliver(self.reducer(outcome.results), self, context)
+            return deliver(self.reducer(outcome.results), self)
         measured = outcome.record.profile.get("bytes_out_per_item")
         pickled = measured * len(outcome.results) if isinstance(measured, (int, float)) else None
-        return deliver(outcome.results, self, context, pickled_bytes=pickled)
+        return deliver(outcome.results, self, pickled_bytes=pickled)
 
     def on_kill(self) -> None:
         """SIGTERM, execution_timeout or a user marking the task: stop the map and its workers.

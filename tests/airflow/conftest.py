@@ -26,6 +26,14 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{HOME / 'airflow.db'}"
 os.environ["AMORSIZE_EXAMPLE_OUTPUT"] = str(HOME / "retraining-output")
+# Large XComs in object storage (a folder here), as a deployment keeps them: the 6 MB of features
+# of the example DAG and the large-results test's 3 MB go there, a reference stays in the DB.
+XCOM_STORAGE = HOME / "xcom-storage"
+os.environ["AIRFLOW__CORE__XCOM_BACKEND"] = (
+    "airflow.providers.common.io.xcom.backend.XComObjectStorageBackend"
+)
+os.environ["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH"] = f"file://{XCOM_STORAGE}"
+os.environ["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD"] = str(1 << 20)
 
 pytest.importorskip("airflow")
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
+import types
 from pathlib import Path
 
 import psutil
@@ -12,6 +15,9 @@ import pytest
 import amorsize_flows as amz
 
 CONTRACT_KEYS = {"backend", "n_jobs", "chunksize", "estimated_speedup", "reason"}
+XCOM_STORAGE = Path(
+    os.environ["AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH"].removeprefix("file://")
+)
 
 
 def _workers() -> list[psutil.Process]:
@@ -56,18 +62,30 @@ def test_second_run_starts_from_the_first_runs_record(dagbag, xcoms) -> None:
     assert xcoms(second_run)[("squared", "return_value")] == [x * x + 5 for x in range(100)]
 
 
-def test_results_over_the_limit_go_to_storage_not_xcom(dagbag, xcoms) -> None:
+def test_large_results_reach_the_next_task_through_object_storage(dagbag, xcoms) -> None:
+    # 300 results of 10 kB: over the XCom backend's 1 MB threshold (conftest.py).
     run = dagbag.get_dag("amorsize_large_results").test()
     assert run.state == "success"
     pushed = xcoms(run)
-    path = pushed[("big", "return_value")]
-    assert isinstance(path, str) and path.startswith("file://")
-    from amorsize_flows.airflow import read_results
-
-    stored = read_results(path)
-    assert len(stored) == 300 and stored[7].endswith("7")
+    reference = pushed[("big", "return_value")]
+    assert isinstance(reference, str) and str(XCOM_STORAGE) in reference  # the DB keeps a path
+    assert any(path.is_file() for path in XCOM_STORAGE.rglob("*"))
+    assert pushed[("received", "return_value")] == [300, "7"]  # the list itself, downstream
     assert pushed[("reduced", "return_value")] == sum(x * x for x in range(300))
-    assert read_results([1, 2]) == [1, 2]  # results that went through XCom pass unchanged
+
+
+def test_without_object_storage_large_results_still_return_as_they_are(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amorsize_flows.airflow._results import deliver
+
+    # The operator's own log goes to Airflow's task log; a plain logger stands in for it here.
+    operator = types.SimpleNamespace(max_xcom_bytes=100, log=logging.getLogger("the-task"))
+    values = ["x" * 50] * 10
+    monkeypatch.delenv("AIRFLOW__CORE__XCOM_BACKEND")  # Airflow's default: the metadata DB
+    with caplog.at_level(logging.WARNING):
+        assert deliver(values, operator) is values  # one return type, whatever the size
+    assert "XComObjectStorageBackend" in caplog.text
 
 
 def test_an_item_error_fails_the_task_naming_the_item(

@@ -21,6 +21,7 @@ from tests.deployments.services import Services, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 120.0
+XCOM_STORAGE = "xcom-storage"  # under the deployment's home
 AIRFLOW = [sys.executable, "-m", "airflow"]
 
 
@@ -109,6 +110,13 @@ def airflow_deployment(
         "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
         "AMORSIZE_EXAMPLE_OUTPUT": str(home / "retraining-output"),
+        # XComs over 1 MB in object storage (a folder here; s3:// and gs:// alike), as the
+        # README recommends: the example DAG's features (6 MB) reach their next tasks from there.
+        "AIRFLOW__CORE__XCOM_BACKEND": (
+            "airflow.providers.common.io.xcom.backend.XComObjectStorageBackend"
+        ),
+        "AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_PATH": f"file://{home / XCOM_STORAGE}",
+        "AIRFLOW__COMMON_IO__XCOM_OBJECTSTORAGE_THRESHOLD": str(1 << 20),
         **(extra_env or {}),
     }
     subprocess.run([*AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)

@@ -13,7 +13,12 @@ import pytest
 
 pytest.importorskip("airflow")
 
-from tests.deployments.airflow_deployment import REPO, Airflow, airflow_deployment
+from tests.deployments.airflow_deployment import (
+    REPO,
+    XCOM_STORAGE,
+    Airflow,
+    airflow_deployment,
+)
 
 pytestmark = pytest.mark.deployment
 
@@ -64,3 +69,17 @@ def test_the_next_daily_run_plans_from_the_previous_run_s_record(
     plans = {stage: airflow.xcom(DAG_ID, two_runs[1], stage, "amorsize_plan") for stage in STAGES}
     sources = {stage: plan["source"] for stage, plan in plans.items()}
     assert set(sources.values()) == {"history"}, {s: p["reason"] for s, p in plans.items()}
+
+
+@pytest.mark.timeout(1500)
+def test_the_features_reach_their_next_tasks_through_object_storage(
+    airflow: Airflow, two_runs: list[str]
+) -> None:
+    # featurize_train returns 6 MB of JSON: over the 1 MB threshold, so the database keeps a
+    # reference and the list lives in object storage; cv_grid and train_member consumed it.
+    first = two_runs[0]
+    reference = airflow.xcom(DAG_ID, first, "featurize_train", "return_value")
+    assert isinstance(reference, str) and XCOM_STORAGE in reference, str(reference)[:200]
+    stored = [path for path in (airflow.home / XCOM_STORAGE).rglob("*") if path.is_file()]
+    assert sum(path.stat().st_size for path in stored) > 1 << 20, stored
+    assert airflow.task_states(DAG_ID, first)["train_member"] == "success"

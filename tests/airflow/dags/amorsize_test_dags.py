@@ -53,9 +53,13 @@ def taskflow_dag():
 
 @dag(dag_id="amorsize_large_results", schedule=None, start_date=START, catchup=False)
 def large_results_dag():
-    AmorsizeOperator(
-        task_id="big", python_callable=stages.big, items=list(range(300)), max_xcom_bytes=100_000
-    )
+    big = AmorsizeOperator(task_id="big", python_callable=stages.big, items=list(range(300)))
+
+    @task
+    def received(values: list[str]) -> list[object]:
+        return [len(values), values[7][-1]]
+
+    received(big.output)
     AmorsizeOperator(
         task_id="reduced", python_callable=stages.square, items=list(range(300)), reducer=sum
     )
