@@ -3,11 +3,12 @@ any orchestrator) share its CPUs instead of each planning for all of them.
 
 The node has one slot a CPU (its affinity, under any cgroup quota). A map holds a slot for each
 CPU its plan keeps busy, its caller's for a serial plan, from the start of the map to its end.
-A map that finds every slot taken waits for one (it still completes, on fewer workers than it
-wanted); one that gets fewer slots than its plan wanted is planned again within them. Quick maps
-take no slot: waiting could cost them more than sharing a CPU for so short a while. A map inside
-another map (called by a mapped function, in a worker or in the caller's thread while the outer
-map holds slots) never waits: the slots it would wait for may be its outer map's.
+A map that finds every slot taken starts serially at idle priority and takes slots as they free
+(a plan the caller fixed waits for one); one that gets fewer slots than its plan wanted is
+planned again within them. Quick maps take no slot (waiting could cost them more than sharing a
+CPU for so short a while) but plan within those free. A map inside another map (called by a
+mapped function, in a worker or in the caller's thread while the outer map holds slots) never
+waits: the slots it would wait for may be its outer map's.
 """
 
 from __future__ import annotations
