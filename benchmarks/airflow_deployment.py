@@ -15,7 +15,6 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import sys
 import tempfile
@@ -24,12 +23,13 @@ from typing import Any
 
 from tests.deployments.airflow_deployment import REPO, airflow_deployment
 
+from .command_line import run_benchmark
+
 __all__ = ["main"]
 
 DAG_ID = "retraining_pipeline"
 STAGES = ("featurize_train", "featurize_test", "cv_grid", "train_member", "predict")
 DEFAULT_RUNS = 3
-DEFAULT_OUTPUT = Path("benchmarks") / "results"
 FIRST_DAY = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 RUN_SECONDS = 600.0
 ESTIMATE_TOLERANCE = 0.25  # the production issue's bar: estimate within 25% of achieved
@@ -92,17 +92,14 @@ def _report(runs: list[dict[str, tuple[dict[str, Any], dict[str, Any]]]]) -> str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs must be at least 1, got {args.runs}")
-    report = _report(_runs(args.runs))
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "airflow_deployment.md").write_text(report)
-    print(report)
-    return 0
+    return run_benchmark(
+        __doc__,
+        "airflow_deployment.md",
+        lambda runs: _report(_runs(runs)),
+        rounds=DEFAULT_RUNS,
+        option="--runs",
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import statistics
 import sys
@@ -23,13 +22,13 @@ from pathlib import Path
 
 from tests.deployments.airflow_deployment import REPO, airflow_deployment
 
+from .command_line import run_benchmark
 from .paired import median_interval
 
 __all__ = ["main"]
 
 DAG_ID = "cpu_stage"
 DEFAULT_ROUNDS = 5
-DEFAULT_OUTPUT = Path("benchmarks") / "results"
 FIRST_DAY = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 RUN_SECONDS = 300.0
 BAR = 1.7  # the production issue's: 1.7x or more over the same stage run serially
@@ -87,17 +86,13 @@ def _report(rounds: list[tuple[float, float, str]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
-    report = _report(_rounds(args.rounds))
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "celery_stage.md").write_text(report)
-    print(report)
-    return 0
+    return run_benchmark(
+        __doc__,
+        "celery_stage.md",
+        lambda rounds: _report(_rounds(rounds)),
+        rounds=DEFAULT_ROUNDS,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

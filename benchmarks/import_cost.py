@@ -14,16 +14,15 @@ Usage (from the repository root, bytecode compiled: ``python -m compileall -q am
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
-from pathlib import Path
+
+from .command_line import run_benchmark
 
 __all__ = ["main"]
 
 DEFAULT_ROUNDS = 30
-DEFAULT_OUTPUT = Path("benchmarks") / "results"
 # The bar for the public names, in milliseconds (median of fresh processes).
 BAR_MS = 60.0
 
@@ -59,21 +58,17 @@ def _report(times: dict[str, list[float]], rounds: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    args = parser.parse_args(argv)
-    if args.rounds < 4:
-        parser.error(f"--rounds must be at least 4 (quartiles), got {args.rounds}")
+    return run_benchmark(
+        __doc__, "import_cost.md", _measure, rounds=DEFAULT_ROUNDS, least=4, argv=argv
+    )
+
+
+def _measure(rounds: int) -> str:
     times: dict[str, list[float]] = {name: [] for name in WAYS}
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for name, code in WAYS.items():
             times[name].append(_once(code))
-    report = _report(times, args.rounds)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "import_cost.md").write_text(report)
-    print(report)
-    return 0
+    return _report(times, rounds)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -26,13 +25,13 @@ from pathlib import Path
 
 import psutil
 
+from .command_line import run_benchmark
 from .paired import median_interval, paired_ratios
 
 __all__ = ["main"]
 
 MAPS = 4
 DEFAULT_ROUNDS = 5
-DEFAULT_OUTPUT = Path("benchmarks") / "results"
 SAMPLE_SECONDS = 0.01
 ROOT = Path(__file__).resolve().parent.parent
 MAP = """
@@ -94,24 +93,18 @@ def _report(results: dict[str, list[tuple[float, int]]], rounds: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    return run_benchmark(__doc__, "shared_node.md", _measure, rounds=DEFAULT_ROUNDS, argv=argv)
+
+
+def _measure(rounds: int) -> str:
     # Calibrated before any round: four maps would otherwise wait for one to measure the machine.
     subprocess.run([sys.executable, "-c", CALIBRATE], cwd=ROOT, check=True)
     results: dict[str, list[tuple[float, int]]] = {way: [] for way in WAYS}
-    for number in range(args.rounds):
+    for number in range(rounds):
         order = list(WAYS) if number % 2 == 0 else list(reversed(WAYS))
         for way in order:
             results[way].append(_round(WAYS[way]))
-    report = _report(results, args.rounds)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "shared_node.md").write_text(report)
-    print(report)
-    return 0
+    return _report(results, rounds)
 
 
 if __name__ == "__main__":
