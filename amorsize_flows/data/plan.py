@@ -78,6 +78,8 @@ class Plan:
         limits: the worker limits the plan was made under.
         profile: the measured costs of the function the plan was made from.
         candidates: every configuration weighed, cheapest first.
+        unmodelled_process_seconds: seconds this stage's last process map took beyond the model's
+            prediction (a large caller's forks, other work), counted in every process candidate.
     """
 
     backend: Backend
@@ -95,6 +97,7 @@ class Plan:
     limits: Mapping[str, Any] = field(default_factory=dict)
     profile: Mapping[str, Any] = field(default_factory=dict)
     candidates: tuple[Candidate, ...] = ()
+    unmodelled_process_seconds: float = 0.0
     created_at: str = field(default_factory=_now)
 
     def __post_init__(self) -> None:
@@ -154,6 +157,8 @@ class RunRecord:
         peak_memory_bytes: the most memory a chunk took in a worker process beyond what the
             worker held before it (0 where no worker process ran, or none could be read).
         profile: the function's costs corrected by this run's measurements.
+        unmodelled_process_seconds: what this stage's process maps take beyond the model: this
+            run's excess over its prediction where it used processes, else its plan's figure.
     """
 
     function: str
@@ -175,6 +180,7 @@ class RunRecord:
     serial_seconds_estimate: float = 0.0
     estimated_speedup: float = 1.0
     peak_memory_bytes: int = 0
+    unmodelled_process_seconds: float = 0.0
     limits: Mapping[str, Any] = field(default_factory=dict)
     profile: Mapping[str, Any] = field(default_factory=dict)
     finished_at: str = field(default_factory=_now)

@@ -73,6 +73,7 @@ PLAN_SCHEMA: dict[str, Any] = {
         "limits": _numbers,
         "profile": _numbers,
         "candidates": {"type": "array", "maxItems": 10000, "items": CANDIDATE_SCHEMA},
+        "unmodelled_process_seconds": _seconds,
         "created_at": _text,
     },
 }
@@ -115,6 +116,7 @@ RECORD_SCHEMA: dict[str, Any] = {
         "achieved_speedup": _ratio,
         "estimated_speedup": _ratio,
         "peak_memory_bytes": _count,
+        "unmodelled_process_seconds": _seconds,
         "limits": _numbers,
         "profile": _numbers,
         "finished_at": _text,

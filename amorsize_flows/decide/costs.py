@@ -40,7 +40,9 @@ def cannot_win(situation: Situation, backend: str, serial_seconds: float) -> boo
         if calibration.fork_start is not None:
             starts.append(calibration.process_start_seconds("fork", 2))
         parent = n * (profile.pickle_seconds_in + profile.pickle_seconds_out) / 2
-        bound = min(starts) + max(work / limits.cpus, parent)
+        bound = (
+            min(starts) + situation.unmodelled_process_seconds + max(work / limits.cpus, parent)
+        )
     return bound > (1 - situation.min_gain) * serial_seconds
 
 
@@ -166,6 +168,7 @@ def processes(situation: Situation, n_workers: int, chunksize: int) -> Candidate
     warm_inherited = start_method == "fork" and situation.parent_warm
     seconds = (
         startup
+        + situation.unmodelled_process_seconds
         + (0.0 if warm_inherited else profile.warmup_seconds)
         + max(
             _makespan(situation, n_workers, chunksize, chunk_seconds)

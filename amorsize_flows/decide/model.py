@@ -84,6 +84,7 @@ def choose(
         limits=situation.limits.to_dict(),
         profile=situation.profile.to_dict(),
         candidates=tuple(candidates),
+        unmodelled_process_seconds=situation.unmodelled_process_seconds,
     )
 
 
@@ -205,6 +206,18 @@ def _reason(situation: Situation, chosen: Candidate, notes: list[str]) -> str:
         head = (
             f"{_describe(chosen).capitalize()}: {cost} over {count}; "
             f"{limits.cpus} CPUs from {limits.cpus_source}"
+        )
+    unmodelled = situation.unmodelled_process_seconds
+    if unmodelled > 0:
+        notes.append(
+            f"processes counted {duration_text(unmodelled)} more, what this stage's last process "
+            "map took beyond the model"
+        )
+    elif chosen.backend == "processes" and situation.observed_startup is None:
+        # The calibration ran in a small process; a large caller (an Airflow task) forks slower.
+        notes.append(
+            "the workers' start and hand-offs are the machine's calibrated costs, not yet "
+            "measured from this process; the run records them"
         )
     if chosen.backend == "processes" and limits.daemonic:
         notes.append(

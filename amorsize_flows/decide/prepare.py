@@ -136,6 +136,7 @@ def _from_record(
         parent_warm=False,
         fork_safe=request.fork_safe,
         observed_startup=observed_startup(record),
+        unmodelled_process_seconds=record.unmodelled_process_seconds,
         min_gain=min_gain(record),
     )
     situation, made = decide_within(

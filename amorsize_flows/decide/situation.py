@@ -50,6 +50,8 @@ class Situation:
             which includes importing the function's module, unlike the calibration.
         calibration: the machine's costs; None for a map too small for any pool to pay off,
             which is then planned serially without measuring the machine.
+        unmodelled_process_seconds: seconds a previous process map of this stage took beyond
+            the model's prediction, added to every process candidate.
         min_gain: the share of the serial time a parallel plan must save to be chosen; more
             than MIN_GAIN where the evidence is known to be noisy.
     """
@@ -63,6 +65,7 @@ class Situation:
     parent_warm: bool = True
     fork_safe: bool = True
     observed_startup: tuple[str, float] | None = None
+    unmodelled_process_seconds: float = 0.0
     min_gain: float = MIN_GAIN
 
 

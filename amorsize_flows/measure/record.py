@@ -35,6 +35,26 @@ def _serial_cost_per_call(
     return per_item, per_item * stats.cpu_ratio
 
 
+# A figure no run has measured again fades by this factor per run: one noisy run (a node still
+# busy starting up) must not keep a stage off its workers for good. (docs/decisions.md#what-the-model-does-not-see)
+UNMODELLED_FADE = 0.5
+
+
+def _unmodelled_process_seconds(plan: Plan, map_seconds: float) -> float:
+    """What a process map took beyond its prediction (counted again next time), or the plan's
+    own figure, faded, where this run cannot tell: it ran no processes, or not as priced."""
+    if plan.backend == "processes":
+        for candidate in plan.candidates:
+            if (candidate.backend, candidate.n_jobs, candidate.chunksize) == (
+                plan.backend,
+                plan.n_jobs,
+                plan.chunksize,
+            ):
+                modelled = candidate.predicted_seconds - plan.unmodelled_process_seconds
+                return max(0.0, map_seconds - modelled)
+    return UNMODELLED_FADE * plan.unmodelled_process_seconds
+
+
 def build_record(
     plan: Plan,
     profile: Profile | None,
@@ -72,6 +92,7 @@ def build_record(
         if profile is not None
         else {}
     )
+    map_seconds = max(0.0, stats.finished_at - stats.started_at)
     return RunRecord(
         function=plan.function,
         function_digest=plan.function_digest,
@@ -83,7 +104,7 @@ def build_record(
         source=plan.source,
         wall_seconds=wall,
         sample_seconds=sample_seconds,
-        map_seconds=max(0.0, stats.finished_at - stats.started_at),
+        map_seconds=map_seconds,
         startup_seconds=stats.startup_seconds,
         sampled_items=sampled,
         seconds_per_item=per_item,
@@ -92,6 +113,7 @@ def build_record(
         achieved_speedup=serial / wall if wall > 0 else 0.0,
         estimated_speedup=plan.estimated_speedup,
         peak_memory_bytes=stats.peak_chunk_bytes,
+        unmodelled_process_seconds=_unmodelled_process_seconds(plan, map_seconds),
         limits=limits.to_dict(),
         profile=corrected,
     )
