@@ -18,19 +18,22 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .data.options import Options, check_callable, check_items
+from .data.options import NOT_GIVEN, Options, check_callable, check_items, items_or_data
 from .data.plan import Plan, RunRecord
 from .decide.prepare import prepare
 from .execution.map_iterator import MapIterator, MapRun
 from .execution.progress import Progress
+from .report.tables import plan_table
 
 __all__ = ["MapIterator", "MapRun", "execute", "imap", "optimize", "run"]
 
 
 def optimize(
     func: Callable[[Any], Any],
-    items: Iterable[Any],
+    items: Iterable[Any] = NOT_GIVEN,
     *,
+    data: Iterable[Any] = NOT_GIVEN,
+    verbose: bool = False,
     max_workers: int | None = None,
     memory_limit: int | str | None = None,
     sample_size: int | None = None,
@@ -47,7 +50,8 @@ def optimize(
 
     Args:
         func: a function of one item.
-        items: the items the map will run over.
+        items: the items the map will run over (``data=``, as the original Amorsize named it).
+        verbose: print the plan and why, as the integrations log it.
         max_workers: at most this many workers, whatever the CPUs.
         memory_limit: plan within this many bytes (an int, or a string like ``"4G"``).
         sample_size: steady-state calls in the dry run; adaptive when None.
@@ -57,14 +61,22 @@ def optimize(
             function, the dry run is skipped and the plan starts from its measured costs.
     """
     check_callable(func)
-    prepared = prepare(func, check_items(items), Options.build(locals()))
-    return prepared.plan
+    _check_verbose(verbose)
+    options = Options.build(
+        {key: value for key, value in locals().items() if key not in ("data", "verbose")}
+    )
+    plan = prepare(func, check_items(items_or_data(items, data)), options).plan
+    if verbose:
+        print(plan_table(plan), flush=True)
+    return plan
 
 
 def execute(
     func: Callable[[Any], Any],
-    items: Iterable[Any],
+    items: Iterable[Any] = NOT_GIVEN,
     *,
+    data: Iterable[Any] = NOT_GIVEN,
+    verbose: bool = False,
     plan: Plan | None = None,
     n_jobs: int | None = None,
     chunksize: int | None = None,
@@ -79,7 +91,8 @@ def execute(
 
     Args:
         func: a function of one item.
-        items: a sequence or any iterable (a generator is read lazily).
+        items: a sequence or any iterable (a generator is read lazily); ``data=`` as well.
+        verbose: print the plan, why, and what the run achieved.
         plan: a plan to follow instead of measuring.
         n_jobs, chunksize, backend: fix these settings; the model chooses the rest.
         progress: True for a progress bar, or a callable ``(done, total)``.
@@ -92,7 +105,8 @@ def execute(
     """
     return run(
         func,
-        items,
+        items_or_data(items, data),
+        verbose=verbose,
         plan=plan,
         n_jobs=n_jobs,
         chunksize=chunksize,
@@ -104,8 +118,10 @@ def execute(
 
 def run(
     func: Callable[[Any], Any],
-    items: Iterable[Any],
+    items: Iterable[Any] = NOT_GIVEN,
     *,
+    data: Iterable[Any] = NOT_GIVEN,
+    verbose: bool = False,
     plan: Plan | None = None,
     progress: Progress = False,
     cancel: threading.Event | None = None,
@@ -115,20 +131,26 @@ def run(
 
     This is what the Airflow and Prefect integrations call: the record is the evidence the next
     scheduled run starts from. ``cancel``, when set from another thread or a signal handler,
-    stops the map and kills its workers.
+    stops the map and kills its workers. ``verbose`` prints the plan and what the run achieved.
     """
+    _check_verbose(verbose)
+    items = items_or_data(items, data)
     iterator = imap(func, items, plan=plan, progress=progress, cancel=cancel, **options)
     chunks = iterator.chunks()
     results: list[Any] = next(chunks, [])  # the dry run's results: owned, not copied
     for chunk in chunks:
         results.extend(chunk)
-    return MapRun(results, iterator.plan, iterator)
+    outcome = MapRun(results, iterator.plan, iterator)
+    if verbose:
+        print(plan_table(outcome.plan, outcome.record), flush=True)
+    return outcome
 
 
 def imap(
     func: Callable[[Any], Any],
-    items: Iterable[Any],
+    items: Iterable[Any] = NOT_GIVEN,
     *,
+    data: Iterable[Any] = NOT_GIVEN,
     plan: Plan | None = None,
     progress: Progress = False,
     cancel: threading.Event | None = None,
@@ -150,5 +172,10 @@ def imap(
     if cancel is not None and not isinstance(cancel, threading.Event):
         raise TypeError(f"`cancel` must be a threading.Event or None, got {type(cancel).__name__}")
     started = time.perf_counter()
-    prepared = prepare(func, check_items(items), checked, plan)
+    prepared = prepare(func, check_items(items_or_data(items, data)), checked, plan)
     return MapIterator(func, prepared, started, progress, cancel)
+
+
+def _check_verbose(verbose: object) -> None:
+    if not isinstance(verbose, bool):
+        raise TypeError(f"`verbose` must be True or False, got {verbose!r}")

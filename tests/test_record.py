@@ -16,7 +16,9 @@ LIMITS = WorkerLimits(2, "CPU affinity", 1 << 34, "test")
 
 def _stats(map_seconds: float, items: int = 18) -> RunStats:
     stats = RunStats(started_at=100.0)
-    stats.add_chunk(items, compute_seconds=items * 0.012, cpu_seconds=items * 0.012, queued_seconds=0)
+    stats.add_chunk(
+        items, compute_seconds=items * 0.012, cpu_seconds=items * 0.012, queued_seconds=0
+    )
     stats.finished_at = 100.0 + map_seconds
     return stats
 

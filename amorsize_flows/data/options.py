@@ -20,7 +20,10 @@ __all__ = [
     "check_callable",
     "check_items",
     "check_options",
+    "items_or_data",
 ]
+
+NOT_GIVEN: Any = object()  # an argument left out, where None could be meant
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,15 @@ def check_options(options: Mapping[str, Any]) -> None:
 def check_callable(func: object) -> None:
     if not callable(func):
         raise TypeError(f"`func` must be callable (a function of one item), got {func!r}")
+
+
+def items_or_data(items: Any, data: Any) -> Any:
+    """The items, given as ``items`` or as ``data`` (the original Amorsize's name), once."""
+    if items is NOT_GIVEN and data is NOT_GIVEN:
+        raise TypeError("missing the items to map: pass them as `items` (or `data`)")
+    if items is not NOT_GIVEN and data is not NOT_GIVEN:
+        raise TypeError("the items were given twice: pass `items` or `data`, not both")
+    return data if items is NOT_GIVEN else items
 
 
 def check_items(items: object) -> Iterable[Any]:

@@ -40,9 +40,7 @@ def cannot_win(situation: Situation, backend: str, serial_seconds: float) -> boo
         if calibration.fork_start is not None:
             starts.append(calibration.process_start_seconds("fork", 2))
         parent = n * (profile.pickle_seconds_in + profile.pickle_seconds_out) / 2
-        bound = (
-            min(starts) + situation.unmodelled_process_seconds + max(work / limits.cpus, parent)
-        )
+        bound = min(starts) + situation.unmodelled_process_seconds + max(work / limits.cpus, parent)
     return bound > (1 - situation.min_gain) * serial_seconds
 
 
