@@ -473,3 +473,14 @@ def test_a_dry_run_extended_keeps_results_and_learns_an_iterator_s_length() -> N
     assert dry.extend(10) == 3
     assert dry.results == [0.001] * 6 and dry.n_items == 6 and list(dry.rest) == []
     assert dry.steady_calls == 5 and dry.profile.sampled_items == 6
+
+
+def test_probes_leave_a_few_heavy_items_to_the_map() -> None:
+    # Five 0.2 s calls on 2 CPUs, where processes would be fresh interpreters (so threads could
+    # win): the GIL probe's pairs would run the items the plan is for.
+    dry = sample(busy, [0.2] * 5, parallelism=(2, 64), fork_possible=False)
+    assert dry.profile.sampled_items <= 2, dry.profile.sampled_items
+    assert dry.profile.gil_share is None
+    # With enough items left, the probe still runs.
+    many = sample(busy, [0.02] * 200, parallelism=(2, 64), fork_possible=False)
+    assert many.profile.gil_share is not None

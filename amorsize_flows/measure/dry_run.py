@@ -43,6 +43,10 @@ MAX_SAMPLE_SECONDS = 1.0
 # Calls timed on a single thread when the function runs threads of its own: two show whether the
 # first was an outlier.
 SINGLE_THREAD_CALLS = 2
+# The probes (those single-thread calls, the GIL probe's pairs) run only where they leave this many
+# items per CPU to map: on a few heavy calls they would eat the map they inform.
+# (docs/decisions.md#dry-run-budget)
+PROBES_LEAVE_PER_CPU = 2
 # An iterator of unknown length is read ahead, within these bounds, to learn its length: the
 # caller reads the items either way, only earlier. (docs/decisions.md#iterators-read-ahead)
 LOOKAHEAD_MAX_ITEMS = 100_000
@@ -132,7 +136,9 @@ def sample(
         n_items = meter.calls  # the items ran out
     meter.close_stretch()
     meter.measure_pickling()
-    if meter.cpu_ratio > INTERNAL_THREADS_RATIO:
+    if n_items is not None and n_items - meter.calls < PROBES_LEAVE_PER_CPU * parallelism[0]:
+        pass  # too few items left for a probe to pay: the model assumes the worst it would test
+    elif meter.cpu_ratio > INTERNAL_THREADS_RATIO:
         _single_thread_calls(meter, iterator)
     elif gil_probe.can_matter(
         meter.cpu_ratio,
