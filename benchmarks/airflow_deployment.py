@@ -27,7 +27,7 @@ from .command_line import run_benchmark
 
 __all__ = ["main"]
 
-DAG_ID = "retraining_pipeline"
+DAG_ID = "digits_ensemble"
 STAGES = ("featurize_train", "featurize_test", "cv_grid", "train_member", "predict")
 DEFAULT_RUNS = 3
 FIRST_DAY = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
@@ -40,7 +40,7 @@ SERIAL_NOISE = 0.05
 
 def _runs(count: int) -> list[dict[str, tuple[dict[str, Any], dict[str, Any]]]]:
     """For each run, every stage's (plan, record) as the REST API returns them."""
-    dag_file = REPO / "dags" / "retraining_pipeline.py"
+    dag_file = REPO / "dags" / "digits_ensemble.py"
     with (
         tempfile.TemporaryDirectory(prefix="amorsize-airflow-bench-") as tmp,
         airflow_deployment(Path(tmp), [dag_file]) as airflow,

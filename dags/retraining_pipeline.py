@@ -1,13 +1,16 @@
-"""The scheduled retraining pipeline, on Airflow 3: every parallel stage planned by amorsize-flows.
+"""The scheduled retraining pipeline on Airflow 3, its parallel stages planned by amorsize-flows.
 
-Daily: load scikit-learn's digits and split them; extract features per image; cross-validate an
-SVC hyperparameter grid; train an ensemble on bootstrap samples; run batch inference; evaluate;
-save the model with its metrics. Each parallel stage is one task whose map is planned on the
-worker that runs it (see the ``amorsize_plan`` XCom and the task log's plan table); from the
-second run on, each stage starts from its previous run's record instead of a dry run.
+Daily: receive the day's export (digits batches, CSV and Parquet), load only the new files,
+checked and deduplicated; featurize the new rows (a versioned transformation); measure drift and
+decide to retrain (short-circuit otherwise); split 70/15/15; tune five model families by Optuna,
+trials 5-fold cross-validated in parallel batches; fit each family's best; vote and stack;
+measure the full metric set; log everything to MLflow (a SQLite store under the data folder) and
+register the model, the champion only if it beats the current one on the test split.
 
-The mapped functions live in ``amorsize_flows.examples.retraining``, an importable module, so
-any start method works. Try it: ``airflow dags test retraining_pipeline``.
+``featurize`` and ``train_family`` are ``@task.amorsize`` stages: their plans are the XComs
+``amorsize_plan`` and ``amorsize_run``, and the MLflow run's ``amorsize/<stage>.json``. The
+stage functions live in ``amorsize_flows.examples.pipeline`` (importable by any worker).
+Try it: ``airflow dags test retraining_pipeline``.
 """
 
 from __future__ import annotations
@@ -17,20 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, get_current_context, task
 
-from amorsize_flows.airflow import AmorsizeOperator
-from amorsize_flows.examples import retraining
+from amorsize_flows.examples.pipeline import features, ingest, stages
 
-# Features of 1,347 training images are about 6 MB of JSON: expected, so no warning below 16 MB.
-# A deployment keeps XComs this large in object storage (common-io's XCom backend; README).
+FIRST_DAYS = 4  # the first run finds four days of exports waiting
+# The new rows' features are a few MB of JSON on the first run: expected.
 FEATURES_XCOM_BYTES = 16 << 20
 
 
-def _output_dir() -> Path:
-    """Where models and metrics go: AMORSIZE_EXAMPLE_OUTPUT, else $AIRFLOW_HOME/retraining."""
-    default = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser() / "retraining"
-    return Path(os.environ.get("AMORSIZE_EXAMPLE_OUTPUT", default))
+def data_dir() -> str:
+    """AMORSIZE_PIPELINE_DATA, else $AIRFLOW_HOME/retraining-pipeline."""
+    home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser()
+    return os.environ.get("AMORSIZE_PIPELINE_DATA", str(home / "retraining-pipeline"))
 
 
 @dag(
@@ -38,67 +40,99 @@ def _output_dir() -> Path:
     schedule="@daily",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
+    max_active_runs=1,  # a run reads what the one before it loaded and registered
     tags=["amorsize", "ml"],
     default_args={"retries": 1, "retry_delay": pendulum.duration(seconds=30)},
+    params={
+        "families": Param(stages.DEFAULT_FAMILIES, type="array"),
+        "trials_per_family": Param(4, type="integer", minimum=1),
+        "trial_batch": Param(2, type="integer", minimum=1),
+        "policy": Param("scheduled", enum=["scheduled", "on_change"]),
+        "receive": Param(True, type="boolean"),
+    },
 )
 def retraining_pipeline() -> None:
     @task
-    def load() -> dict[str, Any]:
-        return retraining.load_dataset(test_size=0.25, seed=0)
+    def receive_export(params: dict[str, Any]) -> list[str]:
+        """Stand-in for the upstream export: the next day's batch lands (the first run, four)."""
+        if not params["receive"]:
+            return []
+        landing = Path(data_dir()) / "landing"
+        present = len(list(landing.glob("digits-day*"))) if landing.exists() else 0
+        days = range(present, min(ingest.DAYS, max(FIRST_DAYS, present + 1)))
+        return [ingest.write_day(landing, day).name for day in days]
+
+    @task
+    def load_new(received: list[str]) -> dict[str, Any]:
+        return stages.ingest_new(data_dir())
+
+    @task
+    def rows_to_featurize(summary: dict[str, Any]) -> dict[str, Any]:
+        return stages.rows_to_featurize(data_dir())
 
     @task.amorsize(max_xcom_bytes=FEATURES_XCOM_BYTES)
-    def featurize(image: list[float]) -> list[float]:
-        return retraining.extract_features(image)
+    def featurize(pixels: list[float]) -> list[float]:
+        return features.featurize_row(pixels)
 
     @task
-    def best_params(scores: list[dict[str, Any]]) -> dict[str, float]:
-        return retraining.select_best(scores)
+    def save_features(todo: dict[str, Any], computed: list[list[float]]) -> int:
+        return stages.save_features(data_dir(), todo["row_ids"], computed)
 
     @task
-    def member_specs(best: dict[str, float]) -> list[dict[str, Any]]:
-        # (named `best`, not `params`: Airflow reserves that name for the DAG's params)
-        return retraining.ensemble_specs(best, n_members=6, model_dir=str(_output_dir() / "models"))
+    def check_drift(summary: dict[str, Any], saved: int, params: dict[str, Any]) -> dict[str, Any]:
+        return stages.check_drift(data_dir(), summary, params["policy"])
+
+    @task.short_circuit
+    def should_retrain(decision: dict[str, Any]) -> bool:
+        print(f"retrain: {decision['retrain']} ({'; '.join(decision['reasons'])})")
+        return decision["retrain"]
+
+    @task
+    def tune(params: dict[str, Any]) -> dict[str, Any]:
+        return stages.tune_families(
+            data_dir(), params["families"], params["trials_per_family"], params["trial_batch"]
+        )
+
+    @task
+    def family_specs(tuned: dict[str, Any]) -> list[dict[str, Any]]:
+        return stages.family_specs(data_dir(), tuned["best"])
 
     @task.amorsize
-    def train_member(
-        spec: dict[str, Any], features: list[list[float]], labels: list[int]
+    def train_family(spec: dict[str, Any]) -> dict[str, Any]:
+        return stages.train_family(spec, data_dir())
+
+    @task
+    def evaluate_and_register(
+        fitted: list[dict[str, Any]],
+        tuned: dict[str, Any],
+        summary: dict[str, Any],
+        decision: dict[str, Any],
     ) -> dict[str, Any]:
-        return retraining.train_member(spec, features=features, labels=labels)
+        ti = get_current_context()["ti"]
+        entries = {
+            stage: {
+                "plan": ti.xcom_pull(task_ids=stage, key="amorsize_plan"),
+                "record": ti.xcom_pull(task_ids=stage, key="amorsize_run"),
+            }
+            for stage in ("featurize", "train_family")
+        }
+        entries |= {f"cv_trial_batch{n}": batch for n, batch in enumerate(tuned["batches"], 1)}
+        reports = {"ingest": summary, "drift": decision, "tuning": tuned["best"]}
+        registered = stages.evaluate_and_register(data_dir(), fitted, entries, reports)
+        print(
+            f"model version {registered['version']} ({registered['model']}): "
+            f"{'champion' if registered['champion'] else 'not promoted'}, {registered['why']}"
+        )
+        return registered
 
-    @task
-    def batches(features: list[list[float]]) -> list[dict[str, Any]]:
-        return retraining.make_batches(features, batch_size=25)
-
-    @task
-    def member_paths(members: list[dict[str, Any]]) -> list[str]:
-        return [member["path"] for member in members]
-
-    @task.amorsize
-    def predict(batch: dict[str, Any], member_paths: list[str]) -> list[int]:
-        return retraining.predict_batch(batch, member_paths=member_paths)
-
-    @task
-    def evaluate_and_save(
-        data: dict[str, Any], predictions: list[list[int]], members: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        flat = [label for batch in predictions for label in batch]
-        metrics = retraining.evaluate(data["test_labels"], flat)
-        paths = retraining.save_model(members, metrics, str(_output_dir()))
-        return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], **paths}
-
-    data = load()
-    train_features = featurize.override(task_id="featurize_train")(data["train_images"])
-    test_features = featurize.override(task_id="featurize_test")(data["test_images"])
-    grid = AmorsizeOperator(
-        task_id="cv_grid",
-        python_callable=retraining.cv_score,
-        items=retraining.param_grid(),
-        op_kwargs={"features": train_features, "labels": data["train_labels"], "folds": 3},
-    )
-    specs = member_specs(best_params(grid.output))
-    members = train_member(specs, features=train_features, labels=data["train_labels"])
-    predictions = predict(batches(test_features), member_paths=member_paths(members))
-    evaluate_and_save(data, predictions, members)
+    summary = load_new(receive_export())
+    todo = rows_to_featurize(summary)
+    saved = save_features(todo, featurize(todo["pixels"]))
+    decision = check_drift(summary, saved)
+    tuned = tune()
+    should_retrain(decision) >> tuned
+    fitted = train_family(family_specs(tuned))
+    evaluate_and_register(fitted, tuned, summary, decision)
 
 
 retraining_pipeline()

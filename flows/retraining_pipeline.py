@@ -1,17 +1,17 @@
-"""The scheduled retraining pipeline, on Prefect 3: every parallel stage planned by amorsize-flows.
+"""The scheduled retraining pipeline on Prefect 3, its parallel stages planned by amorsize-flows.
 
-The same pipeline as ``dags/retraining_pipeline.py``: load scikit-learn's digits and split them;
-extract features per image; cross-validate an SVC hyperparameter grid; train an ensemble on
-bootstrap samples; run batch inference; evaluate; save the model with its metrics. Each parallel
-stage is one ``@amorsize_task`` run; its plan and what it cost are the table artifact
-``amorsize-<task-name>``, and its record, kept in the Variable ``amorsize-<task-name>``, is where the
-next scheduled run starts from instead of a dry run.
+Daily: receive the day's export (digits batches, CSV and Parquet), load only the new files,
+checked and deduplicated; featurize the new rows (a versioned transformation); measure drift
+and decide to retrain; split 70/15/15; tune five model families by Optuna, trials 5-fold
+cross-validated in parallel batches; fit each family's best; vote and stack; measure the full
+metric set; log everything to MLflow (a SQLite store under the data folder) and register the
+model, the champion only if it beats the current one on the test split.
 
     python flows/retraining_pipeline.py            # run once (Prefect's embedded default server)
     python flows/retraining_pipeline.py --serve    # serve it on a daily schedule
 
-The mapped functions live in ``amorsize_flows.examples.retraining``, an importable module, so
-fresh worker processes can load them (this script runs as ``__main__``).
+Each parallel stage's plan and what it cost are the artifact ``amorsize-<task>`` and, with the
+model, the MLflow run's ``amorsize/<stage>.json``; the next run starts from its record.
 """
 
 from __future__ import annotations
@@ -23,74 +23,106 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.runtime import deployment, flow_run
+from prefect.variables import Variable
 
-from amorsize_flows.examples import retraining
-from amorsize_flows.prefect import amorsize_task
-from amorsize_flows.prefect.artifacts import artifact_key
+from amorsize_flows.examples.pipeline import features, ingest, stages
+from amorsize_flows.prefect import amorsize_task, variable_name
 
-# One task per stage name: each gets its own artifact and its own record for the next run.
-featurize_train = amorsize_task(retraining.extract_features).with_options(name="featurize_train")
-featurize_test = featurize_train.with_options(name="featurize_test")
-cv_score = amorsize_task(retraining.cv_score)
-train_member = amorsize_task(retraining.train_member)
-predict_batch = amorsize_task(retraining.predict_batch)
-PARALLEL_STAGES = (featurize_train, featurize_test, cv_score, train_member, predict_batch)
+FLOW_NAME = "retraining-pipeline"
 DAILY = "0 3 * * *"
+FIRST_DAYS = 4  # the first run finds four days of exports waiting
+
+featurize = amorsize_task(features.featurize_row).with_options(name="featurize")
+train_family = amorsize_task(stages.train_family).with_options(name="train_family")
 
 
-def output_dir() -> Path:
-    """Where models and metrics go: AMORSIZE_EXAMPLE_OUTPUT, else a folder in the temp dir."""
-    default = Path(tempfile.gettempdir()) / "amorsize-retraining"
-    return Path(os.environ.get("AMORSIZE_EXAMPLE_OUTPUT", default))
+def data_dir() -> Path:
+    """AMORSIZE_PIPELINE_DATA, else a folder in the temp dir (kept between runs)."""
+    default = Path(tempfile.gettempdir()) / "amorsize-retraining-pipeline"
+    return Path(os.environ.get("AMORSIZE_PIPELINE_DATA", default))
 
 
 @task
-def load() -> dict[str, Any]:
-    return retraining.load_dataset(test_size=0.25, seed=0)
+def receive_export(root: str) -> list[str]:
+    """Stand-in for the upstream export: the next day's batch file lands (the first run, four)."""
+    landing = Path(root) / "landing"
+    present = len(list(landing.glob("digits-day*"))) if landing.exists() else 0
+    days = range(present, min(ingest.DAYS, max(FIRST_DAYS, present + 1)))
+    return [ingest.write_day(landing, day).name for day in days]
 
 
 @task
-def evaluate_and_save(
-    labels: list[int], predictions: list[list[int]], members: list[dict[str, Any]], out: str
+def load_new(root: str) -> dict[str, Any]:
+    return stages.ingest_new(root)
+
+
+@task
+def rows_to_featurize(root: str) -> dict[str, Any]:
+    return stages.rows_to_featurize(root)
+
+
+@task
+def save_features(root: str, row_ids: list[str], computed: list[list[float]]) -> int:
+    return stages.save_features(root, row_ids, computed)
+
+
+@task
+def check_drift(root: str, summary: dict[str, Any], policy: str) -> dict[str, Any]:
+    return stages.check_drift(root, summary, policy)
+
+
+@task
+def tune(root: str, families: list[str], trials: int, batch: int) -> dict[str, Any]:
+    return stages.tune_families(root, families, trials, batch)
+
+
+@task
+def evaluate_and_register(
+    root: str, fitted: list[dict[str, Any]], entries: dict[str, Any], reports: dict[str, Any]
 ) -> dict[str, Any]:
-    flat = [label for batch in predictions for label in batch]
-    metrics = retraining.evaluate(labels, flat)
-    paths = retraining.save_model(members, metrics, out)
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], **paths}
+    return stages.evaluate_and_register(root, fitted, entries, reports)
 
 
-@flow(name="retraining-pipeline", log_prints=True)
-def retraining_pipeline(n_members: int = 6, batch_size: int = 25) -> dict[str, Any]:
-    """Retrain the digits ensemble; returns its test metrics and where it was saved."""
-    out = output_dir()
-    data = load()
-    train_features = featurize_train(data["train_images"])
-    test_features = featurize_test(data["test_images"])
-    scores = cv_score(retraining.param_grid(), features=train_features, labels=data["train_labels"])
-    best = retraining.select_best(scores)
-    specs = retraining.ensemble_specs(best, n_members=n_members, model_dir=str(out / "models"))
-    members = train_member(specs, features=train_features, labels=data["train_labels"])
-    paths = [member["path"] for member in members]
-    batches = retraining.make_batches(test_features, batch_size=batch_size)
-    predictions = predict_batch(batches, member_paths=paths)
-    return evaluate_and_save(data["test_labels"], predictions, members, str(out))
+def _stage_entry(task_name: str) -> dict[str, Any]:
+    """The plan and record an amorsize task kept in its Variable for this flow."""
+    name = variable_name(task_name, flow_run.flow_name or FLOW_NAME, deployment.name or "")
+    value = Variable.get(name, default=None)
+    return value if isinstance(value, dict) else {}
 
 
-def _print_plans(result: dict[str, Any]) -> None:
-    """Each stage's plan, from the artifacts the run published, and where to look."""
-    from prefect.artifacts import Artifact
-
-    print("\namorsize plans of this run (Prefect table artifacts):")
-    for stage in PARALLEL_STAGES:
-        key = artifact_key(stage.name)
-        artifact = Artifact.get(key)
-        print(f"\n--- {stage.name}  (artifact '{key}')")
-        print(artifact.description if artifact is not None else "  (no artifact found)")
-    print(f"\ntest accuracy {result['accuracy']:.3f}, macro F1 {result['macro_f1']:.3f}")
-    print(f"model and metrics: {result['manifest']}, {result['metrics']}")
+@flow(name=FLOW_NAME, log_prints=True)
+def retraining_pipeline(
+    families: list[str] | None = None,
+    trials_per_family: int = 4,
+    trial_batch: int = 2,
+    policy: str = "scheduled",
+    receive: bool = True,
+) -> dict[str, Any]:
+    """One day of the pipeline; returns what it loaded, decided and registered."""
+    root = str(data_dir())
+    if receive:
+        print(f"export received: {receive_export(root)}")
+    summary = load_new(root)
+    print(f"loaded {summary}")
+    todo = rows_to_featurize(root)
+    if todo["row_ids"]:
+        save_features(root, todo["row_ids"], featurize(todo["pixels"]))
+    decision = check_drift(root, summary, policy)
+    print(f"retrain: {decision['retrain']} ({'; '.join(decision['reasons'])})")
+    if not decision["retrain"]:
+        return {"loaded": summary, "decision": decision, "registered": None}
+    tuned = tune(root, families or stages.DEFAULT_FAMILIES, trials_per_family, trial_batch)
+    fitted = train_family(stages.family_specs(root, tuned["best"]), data_dir=root)
+    entries = {"featurize": _stage_entry("featurize"), "train_family": _stage_entry("train_family")}
+    entries |= {f"cv_trial_batch{n}": batch for n, batch in enumerate(tuned["batches"], 1)}
+    reports = {"ingest": summary, "drift": decision, "tuning": tuned["best"]}
+    registered = evaluate_and_register(root, fitted, entries, reports)
     print(
-        "Look: `prefect artifact ls`, or the Artifacts page of the Prefect UI (`prefect server start`)."
+        f"model version {registered['version']} ({registered['model']}): "
+        f"{'champion' if registered['champion'] else 'not promoted'}, {registered['why']}"
     )
+    return {"loaded": summary, "decision": decision, "registered": registered}
 
 
 def main() -> None:
@@ -101,7 +133,9 @@ def main() -> None:
         retraining_pipeline.serve(name="daily-retraining", cron=DAILY)
         return
     result = retraining_pipeline()
-    _print_plans(result)
+    print(f"\ndata, MLflow store and models: {data_dir()}")
+    metrics = (result["registered"] or {}).get("metrics", {})
+    print({name: round(value, 4) for name, value in metrics.items() if name.startswith("test_")})
 
 
 if __name__ == "__main__":

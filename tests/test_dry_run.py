@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
-from amorsize_flows import Plan, execute
+from amorsize_flows import Plan, execute, run
 from amorsize_flows.measure.dry_run import MAX_SAMPLE_SECONDS, sample
 from amorsize_flows.measure.gil_probe import GIL_RELEASED_SHARE
 from amorsize_flows.measure.identity import function_identity
@@ -484,3 +484,20 @@ def test_probes_leave_a_few_heavy_items_to_the_map() -> None:
     # With enough items left, the probe still runs.
     many = sample(busy, [0.02] * 200, parallelism=(2, 64), fork_possible=False)
     assert many.profile.gil_share is not None
+
+
+def test_a_record_of_a_few_heavy_items_is_used_though_it_lacks_the_gil_share() -> None:
+    # Beside a thread (processes would be fresh interpreters) its dry run could not spare items
+    # for the GIL probe, nor could the next one: sampling again would run the same items
+    # serially again.
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        first = run(busy, [0.05] * 5)
+        assert first.record.profile["gil_share"] is None
+        later = run(busy, [0.05] * 5, history=first.record)
+    finally:
+        stop.set()
+        helper.join()
+    assert later.plan.source == "history", later.plan.reason

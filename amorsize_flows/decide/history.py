@@ -31,13 +31,17 @@ def usable_history(
     *,
     processes_possible: bool,
     fork_possible: bool,
+    probes_fit: bool = True,
 ) -> tuple[Profile | None, str, Iterable[Any]]:
     """The profile of a previous run's record if it still describes this map (else None), why,
-    and the items (re-chained)."""
+    and the items (re-chained). ``probes_fit``: whether a dry run would have items to spare for
+    the GIL probe (else a record without the GIL share is as good as a dry run)."""
     if record.function_digest != identity[1] or not record.profile:
         return None, f"it measured {record.function or 'another function'} or older code", items
     profile = Profile.from_dict(record.profile)
-    if profile.lacks_gil_share(processes_possible=processes_possible, fork_possible=fork_possible):
+    if probes_fit and profile.lacks_gil_share(
+        processes_possible=processes_possible, fork_possible=fork_possible
+    ):
         # Recorded where processes could fork, or before the probe ran in this case; sampled
         # once, the next record carries the share.
         return None, "it did not measure whether the calls hold the GIL, as threads need", items

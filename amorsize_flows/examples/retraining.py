@@ -1,7 +1,7 @@
 """The stage functions of a scheduled retraining pipeline, on data that ships with scikit-learn.
 
-The Airflow DAG (``dags/retraining_pipeline.py``) and the Prefect flow
-(``flows/retraining_pipeline.py``) map these functions in parallel with amorsize-flows. They live
+The Airflow DAG (``dags/digits_ensemble.py``) and the Prefect flow
+(``flows/digits_ensemble.py``) map these functions in parallel with amorsize-flows. They live
 in an importable module, not in the DAG file or flow script, so that worker processes of any start
 method can import them. Every parallel stage is a function of ONE item (plus fixed keyword
 arguments) returning plain JSON-friendly values, because orchestrators pass results between

@@ -21,7 +21,7 @@ from .meter import CHEAP_BATCH, CHEAP_CALL_SECONDS, MIN_RATIO_SECONDS, Meter
 from .pickling import PICKLE_PROBES
 from .profile import INTERNAL_THREADS_RATIO, Batch, Profile
 
-__all__ = ["Parallelism", "Sample", "sample"]
+__all__ = ["Parallelism", "Sample", "probes_fit", "sample"]
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def sample(
         n_items = meter.calls  # the items ran out
     meter.close_stretch()
     meter.measure_pickling()
-    if n_items is not None and n_items - meter.calls < PROBES_LEAVE_PER_CPU * parallelism[0]:
+    if not probes_fit(n_items, meter.calls, parallelism[0]):
         pass  # too few items left for a probe to pay: the model assumes the worst it would test
     elif meter.cpu_ratio > INTERNAL_THREADS_RATIO:
         _single_thread_calls(meter, iterator)
@@ -183,6 +183,11 @@ def _steady_calls(
             else:
                 meter.call_batch(batch)
     return True
+
+
+def probes_fit(n_items: int | None, calls: int, cpus: int) -> bool:
+    """Whether a probe after ``calls`` calls leaves PROBES_LEAVE_PER_CPU items per CPU to map."""
+    return n_items is None or n_items - calls >= PROBES_LEAVE_PER_CPU * cpus
 
 
 def _single_thread_calls(meter: Meter, iterator: Iterator[Any]) -> None:

@@ -143,7 +143,7 @@ def test_operator_rejects_bad_arguments() -> None:
 
 
 def test_example_retraining_dag_succeeds_end_to_end(dagbag, xcoms) -> None:
-    dag = dagbag.get_dag("retraining_pipeline")
+    dag = dagbag.get_dag("digits_ensemble")
     assert dag.timetable.expression in ("@daily", "0 0 * * *")
     run = dag.test()
     assert run.state == "success"

@@ -22,7 +22,7 @@ from tests.deployments.airflow_deployment import (
 
 pytestmark = pytest.mark.deployment
 
-DAG_ID = "retraining_pipeline"
+DAG_ID = "digits_ensemble"
 STAGES = ("featurize_train", "featurize_test", "cv_grid", "train_member", "predict")
 RUN_SECONDS = 600.0
 FIRST_DAY, NEXT_DAY = "2026-06-01T00:00:00Z", "2026-06-02T00:00:00Z"
@@ -31,7 +31,7 @@ FIRST_DAY, NEXT_DAY = "2026-06-01T00:00:00Z", "2026-06-02T00:00:00Z"
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     tmp_path = tmp_path_factory.mktemp("airflow-local-executor")
-    with airflow_deployment(tmp_path, [REPO / "dags" / "retraining_pipeline.py"]) as deployment:
+    with airflow_deployment(tmp_path, [REPO / "dags" / "digits_ensemble.py"]) as deployment:
         deployment.dag(DAG_ID)
         deployment.unpause(DAG_ID)
         yield deployment

@@ -35,7 +35,7 @@ def test_the_example_flow_runs_on_a_worker_and_its_next_run_plans_from_records(
     prefect: tuple[Prefect, Path],
 ) -> None:
     server, _ = prefect
-    deployment = server.deploy("flows/retraining_pipeline.py:retraining_pipeline", "daily")
+    deployment = server.deploy("flows/digits_ensemble.py:digits_ensemble", "daily")
     tables = []
     for _ in range(2):
         run = server.run(deployment)

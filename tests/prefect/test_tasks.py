@@ -144,11 +144,11 @@ def test_example_flow_succeeds(
 ) -> None:
     monkeypatch.setenv("AMORSIZE_EXAMPLE_OUTPUT", str(tmp_path))
     spec = importlib.util.spec_from_file_location(
-        "retraining_flow", REPO / "flows" / "retraining_pipeline.py"
+        "digits_ensemble_flow", REPO / "flows" / "digits_ensemble.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    result = module.retraining_pipeline(n_members=2, batch_size=100)
+    result = module.digits_ensemble(n_members=2, batch_size=100)
     assert result["accuracy"] > 0.9
     assert json.loads(Path(result["metrics"]).read_text())["accuracy"] == result["accuracy"]
     for stage in module.PARALLEL_STAGES:
