@@ -23,9 +23,7 @@ def split_indices(labels: list[int], seed: int = 0) -> dict[str, list[int]]:
     return {"train": train.tolist(), "validation": validation.tolist(), "test": test.tolist()}
 
 
-def classification_metrics(
-    y_true: Any, probabilities: Any, classes: Any
-) -> dict[str, float]:
+def classification_metrics(y_true: Any, probabilities: Any, classes: Any) -> dict[str, float]:
     """Accuracy, macro precision, recall and F1, and one-vs-rest macro ROC-AUC and PR-AUC."""
     y_true, probabilities = np.asarray(y_true), np.asarray(probabilities)
     classes = np.asarray(classes)

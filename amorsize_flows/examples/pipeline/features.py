@@ -29,7 +29,9 @@ def _path(store_dir: str | Path) -> Path:
     return Path(store_dir) / f"features-{VERSION}.parquet"
 
 
-def rows_to_featurize(store: pd.DataFrame, store_dir: str | Path) -> tuple[list[str], list[list[float]]]:
+def rows_to_featurize(
+    store: pd.DataFrame, store_dir: str | Path
+) -> tuple[list[str], list[list[float]]]:
     """The row ids and pixels of the store's rows that have no features of this version yet."""
     path = _path(store_dir)
     done = set(pd.read_parquet(path, columns=["row_id"])["row_id"]) if path.exists() else set()

@@ -80,7 +80,9 @@ def build(family: str, params: dict[str, Any], seed: int = 0) -> ClassifierMixin
         hidden, alpha = params["hidden"], params["alpha"]
         return make_pipeline(
             StandardScaler(),
-            MLPClassifier((hidden,), alpha=alpha, max_iter=300, early_stopping=True, random_state=seed),
+            MLPClassifier(
+                (hidden,), alpha=alpha, max_iter=300, early_stopping=True, random_state=seed
+            ),
         )
     if family == "lightgbm":
         from lightgbm import LGBMClassifier
@@ -93,7 +95,9 @@ def cv_trial(spec: dict[str, Any], *, features: Any, labels: Any) -> dict[str, A
     """One trial: 5-fold stratified cross-validation of its family and parameters (macro F1)."""
     x, y = np.asarray(features), np.asarray(labels)
     folds = StratifiedKFold(FOLDS, shuffle=True, random_state=0)
-    scores = cross_val_score(build(spec["family"], spec["params"]), x, y, cv=folds, scoring="f1_macro")
+    scores = cross_val_score(
+        build(spec["family"], spec["params"]), x, y, cv=folds, scoring="f1_macro"
+    )
     return {**spec, "score": float(scores.mean()), "score_std": float(scores.std())}
 
 
@@ -115,7 +119,9 @@ def tune(
         raise ValueError("`trials_per_family` and `batch_size` must be at least 1")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     studies = {
-        name: optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+        name: optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed)
+        )
         for name in families
     }
     done = 0

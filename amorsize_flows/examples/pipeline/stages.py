@@ -47,7 +47,9 @@ def ingest_new(data_dir: str) -> dict[str, Any]:
     }
 
 
-def check_drift(data_dir: str, summary: dict[str, Any], policy: str = "scheduled") -> dict[str, Any]:
+def check_drift(
+    data_dir: str, summary: dict[str, Any], policy: str = "scheduled"
+) -> dict[str, Any]:
     """Drift of the newest load against the rows before it, and whether to retrain.
 
     ``policy="scheduled"`` retrains whenever new rows came (the daily schedule);
@@ -58,9 +60,15 @@ def check_drift(data_dir: str, summary: dict[str, Any], policy: str = "scheduled
     store = ingest.read_store(root / "store")
     newest = store["batch"].max() if len(store) else 0
     reference, current = store[store["batch"] < newest], store[store["batch"] == newest]
-    report = drift.drift_report(
-        reference[ingest.PIXELS].to_numpy(float), current[ingest.PIXELS].to_numpy(float), ingest.PIXELS
-    ) if len(reference) else {"drifted": False, "why": "the first load: nothing to compare", "features": {}}
+    report = (
+        drift.drift_report(
+            reference[ingest.PIXELS].to_numpy(float),
+            current[ingest.PIXELS].to_numpy(float),
+            ingest.PIXELS,
+        )
+        if len(reference)
+        else {"drifted": False, "why": "the first load: nothing to compare", "features": {}}
+    )
     champion = registry.champion_metric(registry.tracking(root))
     reasons = []
     if summary["new_rows"] == 0:
@@ -202,7 +210,9 @@ def _champion_fell(root: Path, current: Any, champion: float | None) -> str | No
         x = features.features_for(current, store_dir)
     except LookupError:
         return None  # the new rows are not featurized yet: judged after training instead
-    f1 = float(f1_score(current["label"], mlflow.sklearn.load_model(model_uri).predict(x), average="macro"))
+    f1 = float(
+        f1_score(current["label"], mlflow.sklearn.load_model(model_uri).predict(x), average="macro")
+    )
     if f1 < champion - DEGRADED_F1:
         return f"the champion's F1 on the new rows is {f1:.3f}, under its test F1 {champion:.3f}"
     return None
