@@ -204,3 +204,25 @@ def busy_noting_pids(seconds: float, log_path: str) -> float:
     with open(log_path, "a") as log:
         log.write(f"{os.getpid()} {os.getppid()}\n")
     return seconds
+
+
+def joblib_jobs(_: object) -> int:
+    """The threads a joblib-parallel call made here would get (scikit-learn's n_jobs=None)."""
+    import joblib
+    from joblib.parallel import get_active_backend
+
+    _, n_jobs = get_active_backend()
+    return joblib.effective_n_jobs(n_jobs) if n_jobs is not None else 1
+
+
+def busy_on_two_threads(seconds: float) -> float:
+    """busy() on each of two threads this call starts and joins (as joblib's threading backend
+    runs a forest's trees): the call keeps 2 CPUs busy, none of it on the calling thread."""
+    import threading
+
+    workers = [threading.Thread(target=busy, args=(seconds,)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return seconds

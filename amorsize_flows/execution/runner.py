@@ -91,6 +91,7 @@ def run_plan(
                 on_chunk=on_chunk,
                 first_batch=[] if into is None else into,
                 replan=replan,
+                inner=cpus or usable_cpus(),
             )
             if switched is None:
                 return

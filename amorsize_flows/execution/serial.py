@@ -20,6 +20,7 @@ from ..data.errors import MapCancelledError
 from ..measure.run_stats import RunStats
 from ..probes import run_queue
 from ..probes.gc_pauses import CollectionTime
+from ..probes.inner_jobs import inner_jobs
 
 if TYPE_CHECKING:
     from ..data.plan import Plan
@@ -64,11 +65,14 @@ def run_serial(
     on_chunk: Callable[[int], None] | None,
     first_batch: list[Any],
     replan: Replanner | None,
+    inner: int = 1,
 ) -> Generator[list[Any], None, Switch | None]:
     """Yield the results, each batch appended to ``first_batch`` (or to a list of its own for
     items of unknown length). Return None once every item is done, or the plan ``replan`` chose
-    between two batches, with the index of the first item left."""
-    return _SerialRun(func, items, stats, cancel, on_chunk, replan).run(first_batch, start_index)
+    between two batches, with the index of the first item left. Each call's own joblib work may
+    use ``inner`` threads (the CPUs: nothing else runs)."""
+    run = _SerialRun(func, items, stats, cancel, on_chunk, replan, inner)
+    return run.run(first_batch, start_index)
 
 
 class _SerialRun:
@@ -80,8 +84,9 @@ class _SerialRun:
         cancel: threading.Event | None,
         on_chunk: Callable[[int], None] | None,
         replan: Replanner | None,
+        inner: int,
     ) -> None:
-        self.func, self.items, self.stats = func, items, stats
+        self.func, self.items, self.stats, self.inner = func, items, stats, inner
         self.cancel, self.on_chunk, self.replan = cancel, on_chunk, replan
         self.prompt = (
             cancel is not None
@@ -138,7 +143,8 @@ class _SerialRun:
         mark = run_queue.mark()  # releases the GIL: before the clocks
         started, cpu_before = time.perf_counter(), time.process_time()
         collected_before = self.collections.seconds
-        done = extend(results, self.func, batch, index, alarm)
+        with inner_jobs(self.inner):
+            done = extend(results, self.func, batch, index, alarm)
         if done == 0:
             return 0, 0.0, 0.0
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_before

@@ -19,6 +19,7 @@ from typing import Any
 import cloudpickle
 
 from ..measure.peak_memory import PeakMemory
+from ..probes.inner_jobs import inner_jobs
 from ..probes.processes import mark_pool_worker
 from .chunks import Outcome, run_chunk
 
@@ -36,6 +37,7 @@ THREAD_ENV_VARS = (
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 _worker_function: Callable[[Any], Any] | None = None
+_inner_threads = 1
 
 
 def init_worker(function_bytes: bytes, inner_threads: int, cap_loaded_pools: bool) -> None:
@@ -53,8 +55,9 @@ def init_worker(function_bytes: bytes, inner_threads: int, cap_loaded_pools: boo
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(inner_threads)
-    global _worker_function
+    global _worker_function, _inner_threads
     _worker_function = cloudpickle.loads(function_bytes)
+    _inner_threads = inner_threads
 
 
 def _die_with_parent() -> None:
@@ -73,7 +76,8 @@ def run_chunk_in_worker(first: int, chunk: list[Any]) -> Outcome:
     assert _worker_function is not None, "the worker initializer did not run"
     peak = PeakMemory()
     peak.start()
-    outcome = run_chunk(_worker_function, first, chunk)
+    with inner_jobs(_inner_threads):  # a worker's share of the CPUs, as for its BLAS
+        outcome = run_chunk(_worker_function, first, chunk)
     peak.stop()
     if outcome[0] == "error":
         _, index, error, _ = outcome

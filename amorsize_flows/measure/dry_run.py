@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..probes.inner_jobs import inner_jobs
 from . import gil_probe
 from .meter import CHEAP_BATCH, CHEAP_CALL_SECONDS, MIN_RATIO_SECONDS, Meter
 from .pickling import PICKLE_PROBES
@@ -132,8 +133,10 @@ def sample(
     n_items = len(items) if isinstance(items, Sized) else None
     iterator = iter(items)
     meter = Meter(func, start_index)
-    if not _steady_calls(meter, iterator, n_items, sample_size, parallelism):
-        n_items = meter.calls  # the items ran out
+    # Calls get every CPU for their own joblib work, as a serial loop would give them.
+    with inner_jobs(parallelism[0]):
+        if not _steady_calls(meter, iterator, n_items, sample_size, parallelism):
+            n_items = meter.calls  # the items ran out
     meter.close_stretch()
     meter.measure_pickling()
     if not probes_fit(n_items, meter.calls, parallelism[0]):
@@ -195,7 +198,7 @@ def _single_thread_calls(meter: Meter, iterator: Iterator[Any]) -> None:
     plan's workers get a share of the CPUs each."""
     from threadpoolctl import threadpool_limits  # only for calls that run threads
 
-    with threadpool_limits(1):
+    with threadpool_limits(1), inner_jobs(1):
         for item in itertools.islice(iterator, SINGLE_THREAD_CALLS):
             meter.call(item, single_thread=True)
 
