@@ -22,9 +22,8 @@ from typing import Any
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
-from amorsize_flows.examples.pipeline import features, ingest, stages
+from amorsize_flows.examples.pipeline import features, stages
 
-FIRST_DAYS = 4  # the first run finds four days of exports waiting
 # The new rows' features are a few MB of JSON on the first run: expected.
 FEATURES_XCOM_BYTES = 16 << 20
 
@@ -54,13 +53,7 @@ def data_dir() -> str:
 def retraining_pipeline() -> None:
     @task
     def receive_export(params: dict[str, Any]) -> list[str]:
-        """Stand-in for the upstream export: the next day's batch lands (the first run, four)."""
-        if not params["receive"]:
-            return []
-        landing = Path(data_dir()) / "landing"
-        present = len(list(landing.glob("digits-day*"))) if landing.exists() else 0
-        days = range(present, min(ingest.DAYS, max(FIRST_DAYS, present + 1)))
-        return [ingest.write_day(landing, day).name for day in days]
+        return stages.receive_export(data_dir()) if params["receive"] else []
 
     @task
     def load_new(received: list[str]) -> dict[str, Any]:

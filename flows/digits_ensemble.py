@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=f"serve on the cron {DAILY!r}")
     args = parser.parse_args()
     if args.serve:
-        digits_ensemble.serve(name="daily-retraining", cron=DAILY)
+        digits_ensemble.serve(name="daily-digits-ensemble", cron=DAILY)
         return
     result = digits_ensemble()
     _print_plans(result)

@@ -26,12 +26,11 @@ from prefect import flow, task
 from prefect.runtime import deployment, flow_run
 from prefect.variables import Variable
 
-from amorsize_flows.examples.pipeline import features, ingest, stages
+from amorsize_flows.examples.pipeline import features, stages
 from amorsize_flows.prefect import amorsize_task, variable_name
 
 FLOW_NAME = "retraining-pipeline"
 DAILY = "0 3 * * *"
-FIRST_DAYS = 4  # the first run finds four days of exports waiting
 
 featurize = amorsize_task(features.featurize_row).with_options(name="featurize")
 train_family = amorsize_task(stages.train_family).with_options(name="train_family")
@@ -45,11 +44,7 @@ def data_dir() -> Path:
 
 @task
 def receive_export(root: str) -> list[str]:
-    """Stand-in for the upstream export: the next day's batch file lands (the first run, four)."""
-    landing = Path(root) / "landing"
-    present = len(list(landing.glob("digits-day*"))) if landing.exists() else 0
-    days = range(present, min(ingest.DAYS, max(FIRST_DAYS, present + 1)))
-    return [ingest.write_day(landing, day).name for day in days]
+    return stages.receive_export(root)
 
 
 @task

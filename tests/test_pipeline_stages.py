@@ -158,3 +158,8 @@ def test_a_worse_model_is_registered_but_not_champion_and_rollback_restores(tmp_
         )["plan"]["n_jobs"]
         == 2
     )
+
+
+def test_the_export_brings_four_days_first_then_one_a_run_until_the_last(tmp_path: Path) -> None:
+    arrivals = [len(stages.receive_export(str(tmp_path))) for _ in range(ingest.DAYS)]
+    assert arrivals == [4] + [1] * (ingest.DAYS - 4) + [0] * 3

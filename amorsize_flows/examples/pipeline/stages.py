@@ -27,6 +27,7 @@ __all__ = [
     "evaluate_and_register",
     "family_specs",
     "ingest_new",
+    "receive_export",
     "rows_to_featurize",
     "save_features",
     "train_family",
@@ -36,6 +37,15 @@ __all__ = [
 DEFAULT_FAMILIES = ["logistic_regression", "random_forest", "gradient_boosting", "mlp", "lightgbm"]
 DEGRADED_F1 = 0.02  # the champion's F1 on new rows this far under its test F1: retrain
 SPLIT_SEED = 0
+
+
+def receive_export(data_dir: str, first_days: int = 4) -> list[str]:
+    """Stand-in for the upstream export: the next day's batch file lands in ``data_dir/landing``
+    (on the first run, ``first_days`` of them); returns the files written."""
+    landing = Path(data_dir) / "landing"
+    present = len(list(landing.glob("digits-day*"))) if landing.exists() else 0
+    days = range(present, min(ingest.DAYS, max(first_days, present + 1)))
+    return [ingest.write_day(landing, day).name for day in days]
 
 
 def ingest_new(data_dir: str) -> dict[str, Any]:
