@@ -210,19 +210,15 @@ def _champion_fell(root: Path, current: Any, champion: float | None) -> str | No
     """Why the champion no longer holds up on the new rows, if it does not."""
     if champion is None or not len(current):
         return None
+    import mlflow.sklearn  # the tracking store is already open: registry.tracking
     from sklearn.metrics import f1_score
 
-    model_uri = f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}"
-    import mlflow.sklearn
-
-    store_dir = root / "store"
     try:
-        x = features.features_for(current, store_dir)
+        x = features.features_for(current, root / "store")
     except LookupError:
         return None  # the new rows are not featurized yet: judged after training instead
-    f1 = float(
-        f1_score(current["label"], mlflow.sklearn.load_model(model_uri).predict(x), average="macro")
-    )
+    model = mlflow.sklearn.load_model(f"models:/{registry.MODEL_NAME}@{registry.CHAMPION}")
+    f1 = float(f1_score(current["label"], model.predict(x), average="macro"))
     if f1 < champion - DEGRADED_F1:
         return f"the champion's F1 on the new rows is {f1:.3f}, under its test F1 {champion:.3f}"
     return None
