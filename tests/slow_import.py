@@ -23,3 +23,8 @@ def spin_after_slow_import(seconds: float) -> float:
     while time.perf_counter() < deadline:
         pass
     return seconds
+
+
+def hash_after_slow_import(rounds: int) -> int:
+    """Only the budgeted-probe test measures this one's load."""
+    return hash(rounds)

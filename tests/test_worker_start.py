@@ -35,3 +35,20 @@ def test_a_function_that_loads_fast_is_told_apart() -> None:
 
     loaded = fresh_load_seconds(square)
     assert loaded is not None and loaded < IMPORT_SECONDS
+
+
+def test_the_probe_stops_at_what_fresh_workers_could_save_and_remembers_the_bound() -> None:
+    # A one-second map could save at most 0.3 s on fresh workers: learning that their load takes
+    # 1 s must not cost a second.
+    import time
+
+    from tests.slow_import import IMPORT_SECONDS, hash_after_slow_import
+
+    started = time.perf_counter()
+    assert fresh_load_seconds(hash_after_slow_import, budget=0.3) == 0.3
+    assert time.perf_counter() - started < IMPORT_SECONDS
+    started = time.perf_counter()
+    assert fresh_load_seconds(hash_after_slow_import, budget=0.2) == 0.3  # the bound, no probe
+    assert time.perf_counter() - started < 0.1
+    # A map that could save more measures it whole.
+    assert fresh_load_seconds(hash_after_slow_import, budget=30) >= IMPORT_SECONDS

@@ -63,7 +63,8 @@ def decide(
     made = choose(situation, constraints, function=identity, source=source)
     if made.start_method != "loky" or situation.calibration is None:
         return made
-    startup = fresh_worker_startup(func, situation, made.n_jobs, identity[0])
+    saving = max(0.0, made.serial_seconds - made.predicted_seconds)
+    startup = fresh_worker_startup(func, situation, made.n_jobs, identity[0], saving)
     if startup is None:
         return made
     min_gain = situation.min_gain
@@ -78,7 +79,11 @@ def decide(
 
 
 def fresh_worker_startup(
-    func: Callable[[Any], Any], situation: Situation, n_jobs: int, name: str
+    func: Callable[[Any], Any],
+    situation: Situation,
+    n_jobs: int,
+    name: str,
+    saving: float = float("inf"),
 ) -> float | None:
     """Seconds fresh interpreters take before their first call: what a previous run of them
     showed, or else the calibrated start, the function's load (its code and imports, measured
@@ -94,7 +99,7 @@ def fresh_worker_startup(
     assert calibration is not None
     from ..measure.worker_start import fresh_load_seconds  # only for fresh interpreters
 
-    loaded = fresh_load_seconds(func)
+    loaded = fresh_load_seconds(func, budget=saving)  # past what they could save, no matter
     if loaded is None:
         return None
     log.info("amorsize: %s: a fresh worker takes %.3fs to load it", name, loaded)

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Sequence
 
 __all__ = [
+    "FreshPythonTimedOut",
     "FreshPythonFailed",
     "fork_is_safe",
     "in_pool_worker",
@@ -23,6 +24,10 @@ _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspat
 class FreshPythonFailed(Exception):
     """Raised when a fresh interpreter could not start, failed, or ran out of time; the message
     ends with what it printed on stderr."""
+
+
+class FreshPythonTimedOut(FreshPythonFailed):
+    """Raised when a fresh interpreter outlived its ``timeout``."""
 
 
 _in_pool_worker = False
@@ -76,6 +81,8 @@ def run_fresh_python(
             timeout=timeout,
             check=True,
         )
+    except subprocess.TimeoutExpired as error:
+        raise FreshPythonTimedOut(f"still running after {timeout:.2f} s") from error
     except (OSError, subprocess.SubprocessError) as error:
         stderr = (getattr(error, "stderr", b"") or b"").decode(errors="replace").strip()
         raise FreshPythonFailed(f"{error} {stderr[-500:]}".strip()) from error
