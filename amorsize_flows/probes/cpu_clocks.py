@@ -42,7 +42,12 @@ class FunctionClock:
         that is Python's only thread (their CPU then reaches the process clock at a tick)."""
         alone = threading.active_count() == 1
         caller = threading.get_native_id()
-        python = {str(thread.native_id) for thread in threading.enumerate()}
+        # A thread that has not started running yet has no native id, nor any CPU time.
+        python = {
+            str(thread.native_id)
+            for thread in threading.enumerate()
+            if thread.native_id is not None
+        }
         self._list_natives = native_threads or not alone
         natives = native_thread_ids(python) if self._list_natives else []
         self._natives = natives or []
