@@ -15,7 +15,7 @@ from typing import Any
 from ..data.options import Options
 from ..data.plan import Plan
 from ..measure.calibration import get_calibration
-from ..measure.dry_run import Sample, probes_fit, sample
+from ..measure.dry_run import Sample, probes_would_run, sample
 from ..measure.identity import function_identity
 from ..measure.limits import OTHER_WORK_MIN_SECONDS, WorkerLimits, less_other_work
 from ..measure.profile import Batch, Profile
@@ -105,7 +105,7 @@ def prepare(
             items,
             processes_possible=request.processes_possible,
             fork_possible=request.fork_safe,
-            probes_fit=probes_fit(n_items, 2, request.limits.cpus),  # a first and a steady call
+            probes_fit=probes_would_run(n_items, request.limits.cpus),
         )
         if profile is not None:
             return _from_record(request, profile, why, items, n_items)

@@ -22,7 +22,7 @@ from .meter import CHEAP_BATCH, CHEAP_CALL_SECONDS, MIN_RATIO_SECONDS, Meter
 from .pickling import PICKLE_PROBES
 from .profile import INTERNAL_THREADS_RATIO, Batch, Profile
 
-__all__ = ["Parallelism", "Sample", "probes_fit", "sample"]
+__all__ = ["Parallelism", "Sample", "probes_fit", "probes_would_run", "sample"]
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +139,11 @@ def sample(
             n_items = meter.calls  # the items ran out
     meter.close_stretch()
     meter.measure_pickling()
-    if not probes_fit(n_items, meter.calls, parallelism[0]):
-        pass  # too few items left for a probe to pay: the model assumes the worst it would test
-    elif meter.cpu_ratio > INTERNAL_THREADS_RATIO:
+    # With too few items left for a probe to pay, the model assumes the worst it would test.
+    probing = probes_fit(n_items, meter.calls, parallelism[0])
+    if probing and meter.cpu_ratio > INTERNAL_THREADS_RATIO:
         _single_thread_calls(meter, iterator)
-    elif gil_probe.can_matter(
+    elif probing and gil_probe.can_matter(
         meter.cpu_ratio,
         meter.mean,
         meter.pickling.seconds_in + meter.pickling.seconds_out,
@@ -191,6 +191,11 @@ def _steady_calls(
 def probes_fit(n_items: int | None, calls: int, cpus: int) -> bool:
     """Whether a probe after ``calls`` calls leaves PROBES_LEAVE_PER_CPU items per CPU to map."""
     return n_items is None or n_items - calls >= PROBES_LEAVE_PER_CPU * cpus
+
+
+def probes_would_run(n_items: int | None, cpus: int) -> bool:
+    """Whether a dry run of ``n_items`` would probe, after its fewest calls (a first, steady)."""
+    return probes_fit(n_items, 1 + MIN_STEADY_CALLS, cpus)
 
 
 def _single_thread_calls(meter: Meter, iterator: Iterator[Any]) -> None:

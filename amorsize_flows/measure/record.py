@@ -35,8 +35,8 @@ def _serial_cost_per_call(
     return per_item, per_item * stats.cpu_ratio
 
 
-# A figure no run has measured again fades by this factor per run: one noisy run (a node still
-# busy starting up) must not keep a stage off its workers for good. (docs/decisions.md#what-the-model-does-not-see)
+# A figure no run has measured again fades by this factor per run: one noisy run must not keep a
+# stage off its workers for good. (docs/decisions.md#what-the-model-does-not-see)
 UNMODELLED_FADE = 0.5
 
 

@@ -210,7 +210,7 @@ def _champion_fell(root: Path, current: Any, champion: float | None) -> str | No
     """Why the champion no longer holds up on the new rows, if it does not."""
     if champion is None or not len(current):
         return None
-    import mlflow.sklearn  # the tracking store is already open: registry.tracking
+    import mlflow.sklearn  # only once a champion exists
     from sklearn.metrics import f1_score
 
     try:
