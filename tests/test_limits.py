@@ -14,7 +14,8 @@ import psutil
 import pytest
 
 from amorsize_flows.data.checks import parse_memory
-from amorsize_flows.measure.limits import detect, worker_limits
+from amorsize_flows.measure.budget import cpu_budget
+from amorsize_flows.measure.limits import WorkerLimits, detect, worker_limits
 
 GIB = 1 << 30
 
@@ -156,6 +157,23 @@ def test_environment_and_arguments_cap_limits(tmp_path: Path) -> None:
         max_workers=1, memory_limit="1K", proc_root=tmp_path, cgroup_root=tmp_path, environ={}
     )
     assert (limits.cpus_source, limits.memory_bytes) == ("max_workers argument", 1024)
+
+
+def test_a_declared_budget_caps_cpus_and_names_itself_in_a_tie(tmp_path: Path) -> None:
+    def limits() -> WorkerLimits:
+        return detect(proc_root=tmp_path, cgroup_root=tmp_path, environ={})
+
+    cpus = limits().cpus
+    with cpu_budget(1, "pool 'gpu-box'"):
+        assert (limits().cpus, limits().cpus_source) == (1, "pool 'gpu-box'")
+    with cpu_budget(cpus, "pool 'cpu'"):
+        assert (limits().cpus, limits().cpus_source) == (cpus, "pool 'cpu'")
+    with cpu_budget(cpus + 1, "pool 'cpu'"):
+        assert (limits().cpus, limits().cpus_source) == (cpus, "CPU affinity")
+    assert limits().cpus_source == "CPU affinity"  # the budget ends with its context
+    with pytest.raises(ValueError, match="`cpus` must be an int >= 1, got 0"):
+        with cpu_budget(0, "pool"):
+            pass
 
 
 @pytest.mark.parametrize(

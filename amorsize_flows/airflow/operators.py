@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -13,6 +14,7 @@ from airflow.sdk import BaseOperator
 from .. import MapCancelledError, run
 from ..data.checks import check_positive_int
 from ..data.options import check_options
+from ..measure.budget import cpu_budget
 from ..report.tables import plan_table
 from ._records import RUN_XCOM_KEY, previous_record
 from ._results import deliver
@@ -126,14 +128,15 @@ class AmorsizeOperator(BaseOperator):
         )
         self._cancel = threading.Event()
         try:
-            outcome = run(
-                func,
-                items,
-                history=history,
-                cancel=self._cancel,
-                progress=_ProgressLog(self.log),
-                **self.planner_options,
-            )
+            with self._pool_budget():
+                outcome = run(
+                    func,
+                    items,
+                    history=history,
+                    cancel=self._cancel,
+                    progress=_ProgressLog(self.log),
+                    **self.planner_options,
+                )
         except MapCancelledError:
             self.log.error("amorsize: the map was killed; its workers are stopped")
             raise
@@ -162,6 +165,17 @@ class AmorsizeOperator(BaseOperator):
             self._cancel.set()
 
     # --- helpers --------------------------------------------------------------------------------
+
+    def _pool_budget(self) -> contextlib.AbstractContextManager[None]:
+        """Plan within the pool slots this task declares it takes, where it takes more than one.
+
+        One slot, the default, says nothing of CPUs: pools also bound connections and API calls.
+        (docs/decisions.md#what-a-deployment-declares)
+        """
+        slots = self.pool_slots
+        if slots <= 1:
+            return contextlib.nullcontext()
+        return cpu_budget(slots, f"Airflow pool_slots={slots} of pool {self.pool!r}")
 
     def _resolve_items(self) -> Iterable[Any]:
         items = self.items_loader() if self.items_loader is not None else self.items

@@ -19,6 +19,7 @@ from ..data.checks import check_positive_int, parse_memory
 from ..probes.cgroups import Cgroups
 from ..probes.processes import in_pool_worker, is_daemonic
 from ..probes.procfs import read_text, resident_bytes, usable_cpus
+from .budget import declared_cpus
 
 __all__ = [
     "MAX_WORKERS_ENV",
@@ -102,7 +103,9 @@ def detect(
     - inside a task of a Dask worker (Prefect's DaskTaskRunner, dask.distributed), the worker's
       threads: the share of the node the cluster gave it;
     - the ``AMORSIZE_MAX_WORKERS`` environment variable;
-    - the ``max_workers`` argument.
+    - the ``max_workers`` argument;
+    - a budget the orchestrator declared for this task (``budget.cpu_budget``: Airflow's
+      ``pool_slots``), named first where it ties with another source.
 
     Memory is the smallest of the cgroup limit minus its current usage (v2 ``memory.max`` or v1
     ``memory.limit_in_bytes``), the available memory (``MemAvailable``, or psutil's estimate), a
@@ -134,6 +137,7 @@ def detect(
     cpu_source = "CPU affinity" if hasattr(os, "sched_getaffinity") else "os.cpu_count"
     quota = cgroups.cpu_quota() if cgroups else None
     cpu_limit, cpus_source = _smallest(
+        declared_cpus(),  # first: where it ties, the task's own declaration says more
         (usable_cpus(), cpu_source),
         quota,
         dask_cpus,

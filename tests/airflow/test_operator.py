@@ -48,6 +48,11 @@ def test_plans_land_in_xcom_as_plain_json(dagbag, xcoms) -> None:
         assert amz.Plan.from_dict(plan).function.endswith("stage_functions:square")
         record = amz.RunRecord.from_dict(pushed[(task_id, "amorsize_run")])
         assert record.n_items == {"from_xcom": 200, "from_list": 3, "from_callable": 30}[task_id]
+        assert not plan["limits"]["cpus_source"].startswith("Airflow")  # one slot says nothing
+    limits = pushed[("two_pool_slots", "amorsize_plan")]["limits"]
+    if len(os.sched_getaffinity(0)) >= 2:  # fewer CPUs than slots: the affinity sets them
+        assert limits["cpus"] == 2
+        assert limits["cpus_source"] == "Airflow pool_slots=2 of pool 'default_pool'"
 
 
 def test_second_run_starts_from_the_first_runs_record(dagbag, xcoms) -> None:

@@ -28,6 +28,10 @@ def operator_dag():
     from_callable = AmorsizeOperator(
         task_id="from_callable", python_callable=stages.square, items=stages.load_items
     )
+    # A task that declares two slots of its pool plans within two CPUs, and says so.
+    AmorsizeOperator(
+        task_id="two_pool_slots", python_callable=stages.square, items=[4], pool_slots=2
+    )
 
     @task
     def check(squares: list[int], small: list[int], loaded: list[int]) -> None:
