@@ -17,7 +17,7 @@ way to the next, so no two ways do the same work.
 
 Usage (from the repository root)::
 
-    python -m benchmarks.cookbook                  # 6 rounds: about 6 minutes on 2 cores
+    python -m benchmarks.cookbook                  # 6 rounds (not yet timed to the end here)
     python -m benchmarks.cookbook --rounds 9 --output DIR
 """
 
